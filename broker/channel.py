@@ -1,0 +1,546 @@
+"""One AMQP channel: publishing, confirms, consumers, delivery tags, acknowledgements, prefetch and transactions.
+
+Everything here is synchronous and runs inside the connection's ``data_received``: a publish is routed, enqueued
+and (when a consumer has capacity) delivered before the next frame is read, and all resulting frames leave in the
+connection's single write at the end of the read.
+"""
+
+from __future__ import annotations
+
+import os
+import base64
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from pamqp import commands
+from pamqp.base import Frame
+
+from broker.arguments import validate_expiration
+from broker.message import Message
+from broker.queue import Entry, Queue
+from protocol import fastcodec
+from protocol.errors import (
+    ACCESS_REFUSED,
+    NOT_ALLOWED,
+    NOT_FOUND,
+    NOT_IMPLEMENTED,
+    PRECONDITION_FAILED,
+    ChannelError,
+    ConnectionError_,
+)
+
+if TYPE_CHECKING:
+    from broker.connection import BrokerConnection
+    from broker.vhost import VHost
+
+
+def _consumer_tag() -> str:
+    return "amq.ctag-" + base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
+
+
+class ChannelConsumer:
+    """A basic.consume subscription; implements the queue's Consumer interface."""
+
+    __slots__ = (
+        "arguments",
+        "channel",
+        "exclusive",
+        "no_ack",
+        "parked",
+        "prefetch",
+        "priority",
+        "queue",
+        "tag",
+        "tag_b",
+        "unacked",
+    )
+
+    def __init__(
+        self,
+        channel: Channel,
+        tag: str,
+        queue: Queue,
+        no_ack: bool,
+        exclusive: bool,
+        prefetch: int,
+        arguments: dict[str, Any],
+    ) -> None:
+        self.channel = channel
+        self.tag = tag
+        self.tag_b = tag.encode()
+        self.queue = queue
+        self.no_ack = no_ack
+        self.exclusive = exclusive
+        self.prefetch = prefetch  # per-consumer limit (basic.qos global=false), 0 = none
+        self.arguments = arguments
+        prio = arguments.get("x-priority", 0)
+        self.priority = prio if isinstance(prio, int) and not isinstance(prio, bool) else 0
+        self.unacked = 0
+        self.parked = True
+
+    def has_capacity(self) -> bool:
+        ch = self.channel
+        if not ch.deliverable:
+            return False
+        if self.no_ack:
+            return True
+        if self.prefetch and self.unacked >= self.prefetch:
+            return False
+        return not (ch.global_prefetch and ch.unacked_count >= ch.global_prefetch)
+
+    def deliver(self, entry: Entry) -> None:
+        self.channel.deliver(self, entry)
+
+    def cancelled_by_server(self) -> None:
+        self.channel.consumer_cancelled_by_server(self)
+
+
+class Channel:
+    def __init__(self, conn: BrokerConnection, number: int, vhost: VHost) -> None:
+        self.conn = conn
+        self.proto = conn.proto
+        self.number = number
+        self.vhost = vhost
+        self.consumers: dict[str, ChannelConsumer] = {}
+        self.delivery_tag = 0
+        self.unacked: dict[int, Entry] = {}
+        self._unacked_order: deque[int] = deque()
+        self.unacked_count = 0
+        self.consumer_prefetch = 0
+        self.global_prefetch = 0
+        self.flow_active = True
+        self.deliverable = True  # flow_active and the connection's transport is writable
+        self.confirm_mode = False
+        self.publish_seq = 0
+        self.confirm_pending = 0  # highest seq ready to be acked at the next flush
+        self.confirm_sent = 0  # highest seq acked or nacked so far
+        self.tx_mode = False
+        self.tx_publishes: list[tuple[str, str, bool, bytes, bytes]] = []
+        self.tx_acks: list[tuple[int, Entry, bool]] = []  # (tag, entry, ack-or-requeue?)
+        self.last_queue = ""  # the "most recently declared queue" for empty queue names
+        self.closed = False
+        self._dispatch: dict[type, Callable[[Any], None]] = {
+            commands.Exchange.Declare: self._exchange_declare,
+            commands.Exchange.Delete: self._exchange_delete,
+            commands.Exchange.Bind: self._exchange_bind,
+            commands.Exchange.Unbind: self._exchange_unbind,
+            commands.Queue.Declare: self._queue_declare,
+            commands.Queue.Bind: self._queue_bind,
+            commands.Queue.Unbind: self._queue_unbind,
+            commands.Queue.Purge: self._queue_purge,
+            commands.Queue.Delete: self._queue_delete,
+            commands.Basic.Qos: self._basic_qos,
+            commands.Basic.Consume: self._basic_consume,
+            commands.Basic.Cancel: self._basic_cancel,
+            commands.Basic.Get: self._basic_get,
+            commands.Basic.Recover: self._basic_recover,
+            commands.Basic.RecoverAsync: self._basic_recover_async,
+            commands.Channel.Flow: self._channel_flow,
+            commands.Confirm.Select: self._confirm_select,
+            commands.Tx.Select: self._tx_select,
+            commands.Tx.Commit: self._tx_commit,
+            commands.Tx.Rollback: self._tx_rollback,
+        }
+
+    # ------------------------------------------------------------------ helpers
+    def send_method(self, method: Frame) -> None:
+        self.proto.send_method(self.number, method)
+
+    def _queue_name(self, name: str) -> str:
+        if name:
+            return name
+        if not self.last_queue:
+            raise ChannelError(NOT_FOUND, "no previously declared queue")
+        return self.last_queue
+
+    def _queue(self, name: str) -> Queue:
+        return self.vhost.get_queue(self._queue_name(name), self.conn)
+
+    def handle(self, method: Frame) -> None:
+        handler = self._dispatch.get(type(method))
+        if handler is None:
+            raise ConnectionError_(503, "unimplemented method")
+        handler(method)
+
+    # ------------------------------------------------------------------ publish (hot)
+    def publish(self, exchange: str, routing_key: str, mandatory: bool, header: bytes, body: bytes) -> None:
+        ex = self.vhost.exchanges.get(exchange)
+        if ex is None:
+            raise ChannelError(NOT_FOUND, f"no exchange '{exchange}' in vhost '{self.vhost.name}'")
+        if ex.internal:
+            raise ChannelError(
+                ACCESS_REFUSED, f"cannot publish to internal exchange '{exchange}' in vhost '{self.vhost.name}'"
+            )
+        flags = fastcodec.property_flags(header)
+        if flags & _CHECKED_FLAGS:
+            self._check_properties(flags, header)
+        if self.tx_mode:
+            self.tx_publishes.append((exchange, routing_key, mandatory, header, body))
+            return
+        msg = Message(exchange, routing_key, header, body)
+        queues = self.vhost.route(ex, msg)
+        if queues:
+            for q in queues:
+                q.put(msg)
+        elif mandatory:
+            self._return(312, b"NO_ROUTE", msg)
+        if self.confirm_mode:
+            self.publish_seq += 1
+            self.confirm_pending = self.publish_seq
+            self.conn.want_confirm_flush(self)
+
+    def _check_properties(self, flags: int, header: bytes) -> None:
+        props = fastcodec.decode_properties(header)
+        if flags & fastcodec.HAS_USER_ID and props.user_id != self.conn.proto.username:
+            raise ChannelError(
+                PRECONDITION_FAILED,
+                f"user_id property set to '{props.user_id}' but authenticated user was "
+                f"'{self.conn.proto.username}'",
+            )
+        if flags & fastcodec.HAS_EXPIRATION and props.expiration is not None:
+            validate_expiration(props.expiration)
+
+    def _return(self, code: int, text: bytes, msg: Message) -> None:
+        send = self.proto.send
+        send(fastcodec.encode_return(self.number, code, text, msg.exchange_b, msg.routing_key_b))
+        send(fastcodec.encode_content(self.number, msg.header, msg.body, self.proto.frame_max))
+
+    def flush_confirms(self) -> None:
+        upto = self.confirm_pending
+        if upto > self.confirm_sent:
+            multiple = upto > self.confirm_sent + 1
+            self.proto.send(fastcodec.encode_ack(self.number, upto, multiple))
+            self.confirm_sent = upto
+
+    # ------------------------------------------------------------------ delivery (hot)
+    def deliver(self, consumer: ChannelConsumer, entry: Entry) -> None:
+        self.delivery_tag = tag = self.delivery_tag + 1
+        msg = entry.msg
+        entry.delivery_count += 1
+        send = self.proto.send
+        send(
+            fastcodec.encode_deliver(
+                self.number, consumer.tag_b, tag, entry.redelivered, msg.exchange_b, msg.routing_key_b
+            )
+        )
+        send(fastcodec.encode_content(self.number, msg.header, msg.body, self.proto.frame_max))
+        if not consumer.no_ack:
+            self.unacked[tag] = entry
+            self._unacked_order.append(tag)
+            entry.consumer = consumer
+            consumer.unacked += 1
+            self.unacked_count += 1
+
+    # ------------------------------------------------------------------ acknowledgements (hot)
+    def _take(self, tag: int, multiple: bool) -> list[tuple[int, Entry]]:
+        """Remove and return the unacked entries an ack/nack/reject with (tag, multiple) settles."""
+        unacked = self.unacked
+        if multiple:
+            if tag != 0 and tag not in unacked:
+                raise ChannelError(PRECONDITION_FAILED, f"unknown delivery tag {tag}")
+            taken: list[tuple[int, Entry]] = []
+            order = self._unacked_order
+            while order:
+                t = order[0]
+                if tag and t > tag:
+                    break
+                order.popleft()
+                e = unacked.pop(t, None)
+                if e is not None:
+                    taken.append((t, e))
+            return taken
+        e = unacked.pop(tag, None)
+        if e is None:
+            raise ChannelError(PRECONDITION_FAILED, f"unknown delivery tag {tag}")
+        order = self._unacked_order
+        if order and order[0] == tag:
+            order.popleft()
+        elif len(order) > 2 * len(unacked) + 64:
+            self._unacked_order = deque(unacked)
+        return [(tag, e)]
+
+    def ack(self, tag: int, multiple: bool) -> None:
+        taken = self._take(tag, multiple)
+        if self.tx_mode:
+            self.tx_acks.extend((t, e, True) for t, e in taken)
+            return
+        self._settle(taken, requeue=False)
+
+    def nack(self, tag: int, multiple: bool, requeue: bool) -> None:
+        taken = self._take(tag, multiple)
+        if self.tx_mode:
+            self.tx_acks.extend((t, e, not requeue) for t, e in taken)
+            return
+        self._settle(taken, requeue=requeue)
+
+    def reject(self, tag: int, requeue: bool) -> None:
+        self.nack(tag, False, requeue)
+
+    def _settle(self, taken: list[tuple[int, Entry]], requeue: bool) -> None:
+        if not taken:
+            return
+        parked = False
+        for _t, e in taken:
+            c = e.consumer
+            if c is not None:
+                c.unacked -= 1
+                parked = parked or c.parked
+                e.consumer = None
+        self.unacked_count -= len(taken)
+        if requeue:
+            by_queue: dict[Queue, list[Entry]] = {}
+            for _t, e in taken:
+                by_queue.setdefault(e.queue, []).append(e)
+            for q, entries in by_queue.items():
+                q.requeue(entries)
+        if parked or self.global_prefetch:
+            self.unpark_consumers()
+
+    def unpark_consumers(self) -> None:
+        for c in list(self.consumers.values()):
+            if c.parked:
+                c.queue.unpark(c)
+
+    def set_deliverable(self) -> None:
+        was = self.deliverable
+        self.deliverable = self.flow_active and self.conn.writable
+        if self.deliverable and not was:
+            self.unpark_consumers()
+
+    # ------------------------------------------------------------------ consumers
+    def _basic_consume(self, m: commands.Basic.Consume) -> None:
+        q = self._queue(m.queue)
+        tag = m.consumer_tag or _consumer_tag()
+        if tag in self.consumers:
+            raise ConnectionError_(NOT_ALLOWED, f"attempt to reuse consumer tag '{tag}'", 60, 20)
+        if q.exclusive_consumer is not None or (m.exclusive and q.consumers):
+            raise ChannelError(ACCESS_REFUSED, f"queue '{q.name}' in vhost '{self.vhost.name}' in exclusive use")
+        consumer = ChannelConsumer(
+            self, tag, q, bool(m.no_ack), bool(m.exclusive), self.consumer_prefetch, dict(m.arguments or {})
+        )
+        self.consumers[tag] = consumer
+        if not m.nowait:
+            self.send_method(commands.Basic.ConsumeOk(consumer_tag=tag))
+        q.add_consumer(consumer)
+
+    def _basic_cancel(self, m: commands.Basic.Cancel) -> None:
+        consumer = self.consumers.pop(m.consumer_tag, None)
+        if not m.nowait:
+            self.send_method(commands.Basic.CancelOk(consumer_tag=m.consumer_tag))
+        if consumer is not None:
+            consumer.queue.remove_consumer(consumer)
+
+    def consumer_cancelled_by_server(self, consumer: ChannelConsumer) -> None:
+        if self.consumers.get(consumer.tag) is not consumer:
+            return
+        del self.consumers[consumer.tag]
+        if not self.closed and self.conn.proto.capabilities.get("consumer_cancel_notify"):
+            self.send_method(commands.Basic.Cancel(consumer_tag=consumer.tag, nowait=True))
+
+    def _basic_qos(self, m: commands.Basic.Qos) -> None:
+        if m.prefetch_size:
+            raise ConnectionError_(NOT_IMPLEMENTED, f"prefetch_size!=0 ({m.prefetch_size})", 60, 10)
+        if m.global_:
+            self.global_prefetch = m.prefetch_count
+        else:
+            self.consumer_prefetch = m.prefetch_count
+        self.send_method(commands.Basic.QosOk())
+        self.unpark_consumers()
+
+    def _basic_get(self, m: commands.Basic.Get) -> None:
+        q = self._queue(m.queue)
+        entry = q.get()
+        if entry is None:
+            self.send_method(commands.Basic.GetEmpty())
+            return
+        self.delivery_tag = tag = self.delivery_tag + 1
+        msg = entry.msg
+        entry.delivery_count += 1
+        self.proto.send(
+            fastcodec.encode_get_ok(
+                self.number, tag, entry.redelivered, msg.exchange_b, msg.routing_key_b, q.message_count
+            )
+        )
+        self.proto.send(fastcodec.encode_content(self.number, msg.header, msg.body, self.proto.frame_max))
+        if not m.no_ack:
+            self.unacked[tag] = entry
+            self._unacked_order.append(tag)
+            entry.consumer = None
+            self.unacked_count += 1
+
+    def _basic_recover(self, m: commands.Basic.Recover) -> None:
+        if not m.requeue:
+            raise ConnectionError_(NOT_IMPLEMENTED, "requeue=false", 60, 110)
+        self.requeue_all_unacked()
+        self.send_method(commands.Basic.RecoverOk())
+
+    def _basic_recover_async(self, m: commands.Basic.RecoverAsync) -> None:
+        if not m.requeue:
+            raise ConnectionError_(NOT_IMPLEMENTED, "requeue=false", 60, 100)
+        self.requeue_all_unacked()
+
+    def requeue_all_unacked(self) -> None:
+        taken = list(self.unacked.items())
+        self.unacked.clear()
+        self._unacked_order.clear()
+        self._settle(taken, requeue=True)
+
+    def _channel_flow(self, m: commands.Channel.Flow) -> None:
+        # RabbitMQ answers active=false with 540; the spec says pause deliveries to this channel, so we do.
+        self.flow_active = bool(m.active)
+        self.set_deliverable()
+        self.send_method(commands.Channel.FlowOk(active=self.flow_active))
+
+    # ------------------------------------------------------------------ confirms and transactions
+    def _confirm_select(self, m: commands.Confirm.Select) -> None:
+        if self.tx_mode:
+            raise ChannelError(PRECONDITION_FAILED, "cannot switch from tx to confirm mode")
+        self.confirm_mode = True
+        if not m.nowait:
+            self.send_method(commands.Confirm.SelectOk())
+
+    def _tx_select(self, _m: commands.Tx.Select) -> None:
+        if self.confirm_mode:
+            raise ChannelError(PRECONDITION_FAILED, "cannot switch from confirm to tx mode")
+        self.tx_mode = True
+        self.send_method(commands.Tx.SelectOk())
+
+    def _tx_commit(self, _m: commands.Tx.Commit) -> None:
+        if not self.tx_mode:
+            raise ChannelError(PRECONDITION_FAILED, "channel is not transactional")
+        publishes, self.tx_publishes = self.tx_publishes, []
+        acks, self.tx_acks = self.tx_acks, []
+        self.tx_mode = False
+        try:
+            for exchange, rk, mandatory, header, body in publishes:
+                self.publish(exchange, rk, mandatory, header, body)
+            settle_ack = [(t, e) for t, e, ack in acks if ack]
+            settle_requeue = [(t, e) for t, e, ack in acks if not ack]
+            self._settle(settle_ack, requeue=False)
+            self._settle(settle_requeue, requeue=True)
+        finally:
+            self.tx_mode = True
+        self.send_method(commands.Tx.CommitOk())
+
+    def _tx_rollback(self, _m: commands.Tx.Rollback) -> None:
+        if not self.tx_mode:
+            raise ChannelError(PRECONDITION_FAILED, "channel is not transactional")
+        self.tx_publishes = []
+        acks, self.tx_acks = self.tx_acks, []
+        # RabbitMQ keeps the messages whose acks were rolled back unacked on the channel.
+        for t, e, _ack in acks:
+            self.unacked[t] = e
+        if acks:
+            self._unacked_order = deque(sorted(self.unacked))
+        self.send_method(commands.Tx.RollbackOk())
+
+    # ------------------------------------------------------------------ exchanges
+    def _exchange_declare(self, m: commands.Exchange.Declare) -> None:
+        self.vhost.declare_exchange(
+            m.exchange,
+            m.exchange_type,
+            passive=bool(m.passive),
+            durable=bool(m.durable),
+            auto_delete=bool(m.auto_delete),
+            internal=bool(m.internal),
+            arguments=dict(m.arguments or {}),
+        )
+        if not m.nowait:
+            self.send_method(commands.Exchange.DeclareOk())
+
+    def _exchange_delete(self, m: commands.Exchange.Delete) -> None:
+        self.vhost.delete_exchange(m.exchange, if_unused=bool(m.if_unused))
+        if not m.nowait:
+            self.send_method(commands.Exchange.DeleteOk())
+
+    def _exchange_bind(self, m: commands.Exchange.Bind) -> None:
+        self.vhost.bind_exchange(m.destination, m.source, m.routing_key, dict(m.arguments or {}))
+        if not m.nowait:
+            self.send_method(commands.Exchange.BindOk())
+
+    def _exchange_unbind(self, m: commands.Exchange.Unbind) -> None:
+        self.vhost.unbind_exchange(m.destination, m.source, m.routing_key, dict(m.arguments or {}))
+        if not m.nowait:
+            self.send_method(commands.Exchange.UnbindOk())
+
+    # ------------------------------------------------------------------ queues
+    def _queue_declare(self, m: commands.Queue.Declare) -> None:
+        name = m.queue
+        if m.passive:
+            if not name:
+                name = self.last_queue
+            q = self.vhost.declare_queue(name, self.conn, passive=True)
+        else:
+            q = self.vhost.declare_queue(
+                name,
+                self.conn,
+                durable=bool(m.durable),
+                exclusive=bool(m.exclusive),
+                auto_delete=bool(m.auto_delete),
+                arguments=dict(m.arguments or {}),
+            )
+            if q.exclusive_owner is self.conn:
+                self.conn.exclusive_queues.add(q)
+        self.last_queue = q.name
+        if not m.nowait:
+            self.send_method(
+                commands.Queue.DeclareOk(queue=q.name, message_count=q.message_count, consumer_count=q.consumer_count)
+            )
+
+    def _queue_bind(self, m: commands.Queue.Bind) -> None:
+        if m.exchange == "":
+            raise ChannelError(ACCESS_REFUSED, "operation not permitted on the default exchange")
+        self.vhost.get_exchange(m.exchange)
+        q = self._queue(m.queue)
+        self.vhost.bind_queue(q, m.exchange, m.routing_key, dict(m.arguments or {}))
+        if not m.nowait:
+            self.send_method(commands.Queue.BindOk())
+
+    def _queue_unbind(self, m: commands.Queue.Unbind) -> None:
+        name = self._queue_name(m.queue)
+        q = self.vhost.queues.get(name)
+        if q is not None:
+            if q.exclusive_owner is not None and q.exclusive_owner is not self.conn:
+                raise self.vhost.locked(name)
+            self.vhost.unbind_queue(q, m.exchange, m.routing_key, dict(m.arguments or {}))
+        elif m.exchange == "":
+            raise ChannelError(ACCESS_REFUSED, "operation not permitted on the default exchange")
+        self.send_method(commands.Queue.UnbindOk())
+
+    def _queue_purge(self, m: commands.Queue.Purge) -> None:
+        q = self._queue(m.queue)
+        n = q.purge()
+        if not m.nowait:
+            self.send_method(commands.Queue.PurgeOk(message_count=n))
+
+    def _queue_delete(self, m: commands.Queue.Delete) -> None:
+        name = self._queue_name(m.queue)
+        n = self.vhost.delete_queue_checked(
+            name, self.conn, if_unused=bool(m.if_unused), if_empty=bool(m.if_empty)
+        )
+        self.conn.exclusive_queues.discard(self.vhost.queues.get(name))  # type: ignore[arg-type]
+        if not m.nowait:
+            self.send_method(commands.Queue.DeleteOk(message_count=n))
+
+    # ------------------------------------------------------------------ teardown
+    def close(self) -> None:
+        """The channel is gone (closed by either side, or the connection died): release everything it held."""
+        if self.closed:
+            return
+        self.closed = True
+        consumers = list(self.consumers.values())
+        self.consumers.clear()
+        for c in consumers:
+            c.queue.remove_consumer(c)
+        self.tx_publishes = []
+        for t, e, _ack in self.tx_acks:
+            self.unacked[t] = e
+        self.tx_acks = []
+        taken = list(self.unacked.items())
+        self.unacked.clear()
+        self._unacked_order.clear()
+        self._settle(taken, requeue=True)
+
+
+_CHECKED_FLAGS = fastcodec.HAS_USER_ID | fastcodec.HAS_EXPIRATION

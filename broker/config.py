@@ -1,0 +1,24 @@
+"""Broker settings: one dataclass, filled from defaults, a TOML file, AMQPD_* environment variables and flags."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class Config:
+    host: str = ""  # "" = all interfaces, as RabbitMQ listens by default
+    port: int = 5672
+    data_dir: str = "./data"
+    store: str = ""  # storage URL; "" = the embedded store under data_dir
+    default_user: str = "guest"
+    default_pass: str = "guest"
+    default_vhost: str = "/"
+    log_level: str = "info"
+    heartbeat: int = 60
+    frame_max: int = 131072
+    channel_max: int = 2047
+    max_message_size: int = 128 * 1024 * 1024
+    handshake_timeout: float = 10.0
+    shutdown_timeout: float = 5.0
+    loop: str = "auto"  # auto | uvloop | asyncio

@@ -1,0 +1,267 @@
+"""The asyncio shell around one client connection: socket I/O, timers and flow control.
+
+Reads go straight into the sans-IO protocol layer; everything it (and the channels) produce is written with one
+``transport.write`` per event-loop turn. Frames for *other* connections (deliveries) schedule their own flush with
+``call_soon``, so a publish that fans out to many consumers still costs one write per connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from typing import TYPE_CHECKING, Any
+
+from pamqp.base import Frame
+
+from broker.channel import Channel
+from broker.queue import Queue
+from protocol.connection import RUNNING, AMQPConnection
+from protocol.errors import NOT_ALLOWED, ConnectionError_
+from protocol.framing import ProtocolHeaderMismatch
+
+if TYPE_CHECKING:
+    from broker.server import Server
+    from broker.vhost import VHost
+
+log = logging.getLogger("amqpd.connection")
+
+WRITE_HIGH_WATER = 1024 * 1024
+WRITE_LOW_WATER = 256 * 1024
+CLOSE_OK_TIMEOUT = 3.0
+
+
+class BrokerConnection(asyncio.Protocol):
+    def __init__(self, server: Server) -> None:
+        cfg = server.config
+        self.server = server
+        self.loop = server.loop
+        self.proto = AMQPConnection(
+            self,
+            version=server.version,
+            channel_max=cfg.channel_max,
+            frame_max=cfg.frame_max,
+            heartbeat=cfg.heartbeat,
+            max_message_size=cfg.max_message_size,
+        )
+        self.proto.on_output = self._schedule_flush
+        self.transport: asyncio.Transport | None = None
+        self.peer = "?"
+        self.vhost: VHost | None = None
+        self.channels: dict[int, Channel] = {}
+        self.exclusive_queues: set[Queue] = set()
+        self.writable = True
+        self._in_receive = False
+        self._flush_scheduled = False
+        self._confirm_channels: list[Channel] = []
+        self._received = True
+        self._sent = False
+        self._missed_ticks = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._close_timer: asyncio.TimerHandle | None = None
+        self._handshake_timer: asyncio.TimerHandle | None = None
+        self._closing = False
+        self._heartbeat_started = False
+
+    # ------------------------------------------------------------------ asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER, low=WRITE_LOW_WATER)
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        self.server.connections.add(self)
+        self._handshake_timer = self.loop.call_later(self.server.config.handshake_timeout, self._handshake_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        self._received = True
+        self._in_receive = True
+        try:
+            self.proto.receive_data(data)
+        except ProtocolHeaderMismatch:
+            log.info("%s: not an AMQP 0-9-1 client; sent our protocol header and closing", self.peer)
+            self._close_after_flush()
+        finally:
+            self._in_receive = False
+        if self.proto.state == RUNNING and not self._heartbeat_started:
+            self._start_heartbeat()
+        self.flush()
+
+    def eof_received(self) -> bool | None:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        for timer in (self._timer, self._close_timer, self._handshake_timer):
+            if timer is not None:
+                timer.cancel()
+        self._release_all()
+        self.server.connections.discard(self)
+        self.transport = None
+
+    def pause_writing(self) -> None:
+        self.writable = False
+        for ch in self.channels.values():
+            ch.set_deliverable()
+
+    def resume_writing(self) -> None:
+        self.writable = True
+        for ch in list(self.channels.values()):
+            ch.set_deliverable()
+
+    # ------------------------------------------------------------------ output
+    def _schedule_flush(self) -> None:
+        if not self._in_receive and not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self.flush)
+
+    def want_confirm_flush(self, channel: Channel) -> None:
+        confirm = self._confirm_channels
+        if not confirm or confirm[-1] is not channel:
+            confirm.append(channel)
+            self._schedule_flush()
+
+    def flush(self) -> None:
+        self._flush_scheduled = False
+        if self._confirm_channels:
+            chans, self._confirm_channels = self._confirm_channels, []
+            for ch in chans:
+                if not ch.closed:
+                    ch.flush_confirms()
+        data = self.proto.data_to_send()
+        transport = self.transport
+        if data and transport is not None and not transport.is_closing():
+            transport.write(data)
+            self._sent = True
+        if self.proto.state == "closing" and self._close_timer is None and transport is not None:
+            self._close_timer = self.loop.call_later(CLOSE_OK_TIMEOUT, self._abort)
+
+    def _close_after_flush(self) -> None:
+        self._closing = True
+        self.flush()
+        if self.transport is not None:
+            self.transport.close()
+
+    def _abort(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    # ------------------------------------------------------------------ timers
+    def _handshake_timeout(self) -> None:
+        self._handshake_timer = None
+        if self.proto.state != RUNNING and self.transport is not None:
+            log.info("%s: handshake not completed within %.0f s; closing", self.peer,
+                     self.server.config.handshake_timeout)
+            self.transport.close()
+
+    def _start_heartbeat(self) -> None:
+        self._heartbeat_started = True
+        if self._handshake_timer is not None:
+            self._handshake_timer.cancel()
+            self._handshake_timer = None
+        hb = self.proto.heartbeat
+        if hb > 0:
+            self._timer = self.loop.call_later(hb / 2, self._heartbeat_tick)
+
+    def _heartbeat_tick(self) -> None:
+        """Every half interval: send a heartbeat if we were silent; drop the peer after two silent intervals."""
+        hb = self.proto.heartbeat
+        if self.transport is None:
+            return
+        if self._received:
+            self._received = False
+            self._missed_ticks = 0
+        else:
+            self._missed_ticks += 1
+            if self._missed_ticks >= 4:
+                log.warning("%s: missed heartbeats from client, timeout: %ds", self.peer, hb)
+                self.transport.close()
+                return
+        if not self._sent:
+            self.proto.send_heartbeat()
+            self.flush()
+        self._sent = False
+        self._timer = self.loop.call_later(hb / 2, self._heartbeat_tick)
+
+    # ------------------------------------------------------------------ ConnectionHandler
+    def on_login(self, mechanism: str, username: str, password: str, client_properties: dict[str, Any]) -> bool:
+        return self.server.authenticate(username, password, self.peer_is_loopback())
+
+    def peer_is_loopback(self) -> bool:
+        if self.transport is None:
+            return False
+        peer = self.transport.get_extra_info("peername")
+        if not isinstance(peer, tuple):
+            return True  # unix socket
+        host = str(peer[0])
+        return host.startswith("127.") or host in ("::1", "::ffff:127.0.0.1") or host.startswith("::ffff:127.")
+
+    def on_open_vhost(self, vhost: str) -> None:
+        vh = self.server.vhosts.get(vhost)
+        if vh is None:
+            raise ConnectionError_(NOT_ALLOWED, f"vhost {vhost} not found", 10, 40)
+        self.vhost = vh
+
+    def on_channel_open(self, channel: int) -> None:
+        assert self.vhost is not None
+        ch = Channel(self, channel, self.vhost)
+        ch.deliverable = self.writable
+        self.channels[channel] = ch
+
+    def on_channel_closed(self, channel: int) -> None:
+        ch = self.channels.pop(channel, None)
+        if ch is not None:
+            ch.close()
+
+    def on_method(self, channel: int, method: Frame) -> None:
+        self.channels[channel].handle(method)
+
+    def on_publish(
+        self, channel: int, exchange: str, routing_key: str, mandatory: bool, header: bytes, body: bytes
+    ) -> None:
+        self.channels[channel].publish(exchange, routing_key, mandatory, header, body)
+
+    def on_ack(self, channel: int, delivery_tag: int, multiple: bool) -> None:
+        self.channels[channel].ack(delivery_tag, multiple)
+
+    def on_nack(self, channel: int, delivery_tag: int, multiple: bool, requeue: bool) -> None:
+        self.channels[channel].nack(delivery_tag, multiple, requeue)
+
+    def on_reject(self, channel: int, delivery_tag: int, requeue: bool) -> None:
+        self.channels[channel].reject(delivery_tag, requeue)
+
+    def on_close(self) -> None:
+        self._release_all()
+        if self._in_receive:
+            self.loop.call_soon(self._close_after_flush)
+        else:
+            self._close_after_flush()
+
+    # ------------------------------------------------------------------ teardown
+    def _release_all(self) -> None:
+        channels = list(self.channels.values())
+        self.channels.clear()
+        for ch in channels:
+            ch.close()
+        queues = list(self.exclusive_queues)
+        self.exclusive_queues.clear()
+        for q in queues:
+            vh = self.server.vhosts.get(q.vhost)
+            if vh is not None:
+                vh.delete_queue(q)
+
+    def close(self, code: int, text: str) -> None:
+        """Server-initiated close (shutdown, operator)."""
+        if self.proto.state == RUNNING:
+            self.proto.close(code, text)
+            self.flush()
+        elif self.transport is not None:
+            self.transport.close()
+
+    def stats(self) -> tuple[int, int]:
+        return len(self.channels), sum(len(ch.consumers) for ch in self.channels.values())

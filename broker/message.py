@@ -1,0 +1,74 @@
+"""One Message per publish, shared by every queue it reaches; the content header stays raw bytes until a feature
+needs a property, so the common path never decodes or re-encodes properties."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from protocol import fastcodec
+
+
+class Message:
+    __slots__ = (
+        "_exchange_b",
+        "_properties",
+        "_routing_key_b",
+        "body",
+        "exchange",
+        "header",
+        "msg_id",
+        "persistent",
+        "routing_key",
+        "timestamp_ms",
+    )
+
+    def __init__(
+        self, exchange: str, routing_key: str, header: bytes, body: bytes, persistent: bool = False
+    ) -> None:
+        self.exchange = exchange
+        self.routing_key = routing_key
+        self.header = header  # raw content-header payload, exactly as the publisher sent it
+        self.body = body
+        self.persistent = persistent
+        self.msg_id = 0  # assigned when the message is stored
+        self.timestamp_ms = 0
+        self._exchange_b: bytes | None = None
+        self._routing_key_b: bytes | None = None
+        self._properties: Any = None
+
+    @property
+    def exchange_b(self) -> bytes:
+        b = self._exchange_b
+        if b is None:
+            b = self._exchange_b = self.exchange.encode()
+        return b
+
+    @property
+    def routing_key_b(self) -> bytes:
+        b = self._routing_key_b
+        if b is None:
+            b = self._routing_key_b = self.routing_key.encode()
+        return b
+
+    @property
+    def properties(self) -> Any:
+        """The decoded Basic.Properties (decoded once, on first use)."""
+        p = self._properties
+        if p is None:
+            p = self._properties = fastcodec.decode_properties(self.header)
+        return p
+
+    @property
+    def size(self) -> int:
+        return len(self.body)
+
+    def headers(self) -> dict[str, Any] | None:
+        if not fastcodec.property_flags(self.header) & fastcodec.HAS_HEADERS:
+            return None
+        h = self.properties.headers
+        return h if isinstance(h, dict) else None
+
+    def replace_properties(self, properties: Any) -> None:
+        """Rewrite the content header (rare paths only: BCC stripping, reply-to rewriting, dead-lettering)."""
+        self._properties = properties
+        self.header = fastcodec.encode_header_payload(len(self.body), properties)

@@ -1,0 +1,317 @@
+"""A virtual host: the registry of exchanges, queues and bindings, with RabbitMQ's declare/delete/bind rules.
+
+Every change to definitions goes through this class, so that it can later be persisted or replicated from one
+place. Routing follows exchange-to-exchange bindings and alternate exchanges with a visited set, so a message
+reaches each queue at most once per publish however the graph loops.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Callable, Collection
+from typing import Any
+
+from broker.arguments import (
+    ExchangeShape,
+    QueueShape,
+    check_exchange_equivalence,
+    check_queue_equivalence,
+    validate_exchange_arguments,
+    validate_queue_arguments,
+)
+from broker.exchange import EXCHANGE_TYPES, Exchange
+from broker.message import Message
+from broker.names import check_reserved_prefix, validate_name
+from broker.queue import Queue
+from protocol.errors import (
+    ACCESS_REFUSED,
+    COMMAND_INVALID,
+    PRECONDITION_FAILED,
+    RESOURCE_LOCKED,
+    ChannelError,
+    ConnectionError_,
+    not_found,
+)
+
+DEFAULT_EXCHANGES = (
+    ("amq.direct", "direct", False),
+    ("amq.fanout", "fanout", False),
+    ("amq.topic", "topic", False),
+    ("amq.headers", "headers", False),
+    ("amq.match", "headers", False),
+    ("amq.rabbitmq.trace", "topic", True),
+)
+
+_NO_QUEUES: tuple[Queue, ...] = ()
+
+
+def server_generated_name(prefix: str) -> str:
+    """``amq.gen-`` + 22 url-safe base64 characters, the shape RabbitMQ uses."""
+    return prefix + base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
+
+
+class VHost:
+    def __init__(self, name: str = "/") -> None:
+        self.name = name
+        self.exchanges: dict[str, Exchange] = {}
+        self.queues: dict[str, Queue] = {}
+        self.e2e_bindings = 0  # exchange-to-exchange bindings: routing walks the graph only when > 0
+        self.on_queue_deleted: list[Callable[[Queue], None]] = []
+        default = EXCHANGE_TYPES["direct"]("", durable=True)
+        self.exchanges[""] = default
+        for xname, xtype, internal in DEFAULT_EXCHANGES:
+            self.exchanges[xname] = EXCHANGE_TYPES[xtype](xname, durable=True, internal=internal)
+
+    # ------------------------------------------------------------------ exchanges
+    def get_exchange(self, name: str) -> Exchange:
+        ex = self.exchanges.get(name)
+        if ex is None:
+            raise not_found("exchange", name, self.name)
+        return ex
+
+    def declare_exchange(
+        self,
+        name: str,
+        type_name: str,
+        *,
+        passive: bool = False,
+        durable: bool = False,
+        auto_delete: bool = False,
+        internal: bool = False,
+        arguments: dict[str, Any] | None = None,
+    ) -> Exchange:
+        if name == "":
+            raise ChannelError(ACCESS_REFUSED, "operation not permitted on the default exchange")
+        if passive:
+            return self.get_exchange(name)
+        validate_name("exchange", name)
+        cls = EXCHANGE_TYPES.get(type_name)
+        if cls is None:
+            raise ConnectionError_(COMMAND_INVALID, f"invalid exchange type '{type_name}'")
+        arguments = dict(arguments or {})
+        existing = self.exchanges.get(name)
+        if existing is None:
+            check_reserved_prefix("exchange", name)
+            validate_exchange_arguments(name, self.name, arguments)
+            ex = cls(name, durable=durable, auto_delete=auto_delete, internal=internal, arguments=arguments)
+            self.exchanges[name] = ex
+            return ex
+        check_exchange_equivalence(
+            name,
+            self.name,
+            ExchangeShape(existing.type_name, existing.durable, existing.auto_delete, existing.internal,
+                          existing.arguments),
+            ExchangeShape(type_name, durable, auto_delete, internal, arguments),
+        )
+        return existing
+
+    def delete_exchange(self, name: str, if_unused: bool = False) -> None:
+        if name == "":
+            raise ChannelError(ACCESS_REFUSED, "operation not permitted on the default exchange")
+        ex = self.exchanges.get(name)
+        if ex is None:
+            return
+        if name.startswith("amq."):
+            raise ChannelError(
+                ACCESS_REFUSED, f"deletion of system exchange '{name}' in vhost '{self.name}' not allowed"
+            )
+        if if_unused and ex.has_bindings():
+            raise ChannelError(PRECONDITION_FAILED, f"exchange '{name}' in vhost '{self.name}' in use")
+        self._remove_exchange(ex)
+
+    def _remove_exchange(self, ex: Exchange) -> None:
+        if self.exchanges.get(ex.name) is not ex:
+            return
+        del self.exchanges[ex.name]
+        for dest, _key, _args in list(ex.bindings()):
+            if isinstance(dest, Exchange):
+                self.e2e_bindings -= 1
+        # bindings where this exchange is the destination
+        for source in list(self.exchanges.values()):
+            removed = source.unbind_all(ex)
+            if removed:
+                self.e2e_bindings -= removed
+                self._maybe_auto_delete(source)
+
+    def _maybe_auto_delete(self, ex: Exchange) -> None:
+        if ex.auto_delete and not ex.has_bindings() and ex.name:
+            self._remove_exchange(ex)
+
+    # ------------------------------------------------------------------ queues
+    def get_queue(self, name: str, connection: object | None = None) -> Queue:
+        q = self.queues.get(name)
+        if q is None:
+            raise not_found("queue", name, self.name)
+        if connection is not None and q.exclusive_owner is not None and q.exclusive_owner is not connection:
+            raise self.locked(name)
+        return q
+
+    def locked(self, name: str) -> ChannelError:
+        return ChannelError(
+            RESOURCE_LOCKED,
+            f"cannot obtain exclusive access to locked queue '{name}' in vhost '{self.name}'. It could be "
+            "originally declared on another connection or the exclusive property value does not match that of "
+            "the original declaration.",
+        )
+
+    def declare_queue(
+        self,
+        name: str,
+        connection: object,
+        *,
+        passive: bool = False,
+        durable: bool = False,
+        exclusive: bool = False,
+        auto_delete: bool = False,
+        arguments: dict[str, Any] | None = None,
+    ) -> Queue:
+        if passive:
+            return self.get_queue(name, connection)
+        if name == "":
+            name = server_generated_name("amq.gen-")
+        else:
+            validate_name("queue", name)
+            check_reserved_prefix("queue", name)
+        arguments = dict(arguments or {})
+        existing = self.queues.get(name)
+        if existing is not None:
+            if existing.exclusive_owner is not None and existing.exclusive_owner is not connection:
+                raise self.locked(name)
+            if existing.exclusive != exclusive:
+                raise self.locked(name)
+            check_queue_equivalence(
+                name,
+                self.name,
+                QueueShape(existing.durable, existing.exclusive, existing.auto_delete, existing.arguments),
+                QueueShape(durable, exclusive, auto_delete, arguments),
+            )
+            return existing
+        validate_queue_arguments(name, self.name, arguments)
+        q = Queue(
+            name,
+            self.name,
+            durable=durable,
+            exclusive_owner=connection if exclusive else None,
+            auto_delete=auto_delete,
+            arguments=arguments,
+        )
+        q.on_unused = self.delete_queue
+        self.queues[name] = q
+        return q
+
+    def delete_queue(self, q: Queue) -> int:
+        """Remove a queue, its bindings and consumers; returns how many ready messages it held."""
+        if self.queues.get(q.name) is not q:
+            return 0
+        del self.queues[q.name]
+        for ex in list(self.exchanges.values()):
+            if ex.unbind_all(q):
+                self._maybe_auto_delete(ex)
+        n = q.delete()
+        for hook in self.on_queue_deleted:
+            hook(q)
+        return n
+
+    def delete_queue_checked(
+        self, name: str, connection: object, *, if_unused: bool = False, if_empty: bool = False
+    ) -> int:
+        q = self.queues.get(name)
+        if q is None:
+            return 0
+        if q.exclusive_owner is not None and q.exclusive_owner is not connection:
+            raise self.locked(name)
+        if if_unused and q.consumers:
+            raise ChannelError(PRECONDITION_FAILED, f"queue '{name}' in vhost '{self.name}' in use")
+        if if_empty and q.ready:
+            raise ChannelError(PRECONDITION_FAILED, f"queue '{name}' in vhost '{self.name}' not empty")
+        return self.delete_queue(q)
+
+    # ------------------------------------------------------------------ bindings
+    def bind_queue(self, queue: Queue, exchange_name: str, routing_key: str, arguments: dict[str, Any]) -> None:
+        ex = self._bindable_source(exchange_name)
+        ex.validate_binding(arguments)
+        ex.bind(queue, routing_key, arguments)
+
+    def unbind_queue(self, queue: Queue, exchange_name: str, routing_key: str, arguments: dict[str, Any]) -> None:
+        if exchange_name == "":
+            raise ChannelError(ACCESS_REFUSED, "operation not permitted on the default exchange")
+        ex = self.exchanges.get(exchange_name)
+        if ex is None:
+            return
+        if ex.unbind(queue, routing_key, arguments):
+            self._maybe_auto_delete(ex)
+
+    def bind_exchange(self, destination: str, source: str, routing_key: str, arguments: dict[str, Any]) -> None:
+        src = self._bindable_source(source)
+        if destination == "":
+            raise ChannelError(ACCESS_REFUSED, "operation not permitted on the default exchange")
+        dest = self.get_exchange(destination)
+        src.validate_binding(arguments)
+        if src.bind(dest, routing_key, arguments):
+            self.e2e_bindings += 1
+
+    def unbind_exchange(self, destination: str, source: str, routing_key: str, arguments: dict[str, Any]) -> None:
+        if source == "" or destination == "":
+            raise ChannelError(ACCESS_REFUSED, "operation not permitted on the default exchange")
+        src = self.exchanges.get(source)
+        dest = self.exchanges.get(destination)
+        if src is None or dest is None:
+            return
+        if src.unbind(dest, routing_key, arguments):
+            self.e2e_bindings -= 1
+            self._maybe_auto_delete(src)
+
+    def _bindable_source(self, name: str) -> Exchange:
+        if name == "":
+            raise ChannelError(ACCESS_REFUSED, "operation not permitted on the default exchange")
+        return self.get_exchange(name)
+
+    # ------------------------------------------------------------------ routing (hot)
+    def route(self, ex: Exchange, msg: Message, routing_key: str | None = None) -> Collection[Queue]:
+        """Queues that ``msg`` reaches through ``ex`` (each once), following e2e bindings and alternate exchanges."""
+        rk = msg.routing_key if routing_key is None else routing_key
+        if not ex.name:
+            q = self.queues.get(rk)
+            return (q,) if q is not None else _NO_QUEUES
+        out: set[Any] = set()
+        ex.route(rk, msg.headers() if ex.needs_headers else None, out)
+        if self.e2e_bindings and out:
+            out = self._expand(ex, rk, msg, out)
+        if not out and ex.alternate_exchange is not None:
+            out = self._alternate(ex, rk, msg)
+        return out
+
+    def _expand(self, origin: Exchange, rk: str, msg: Message, found: set[Any]) -> set[Any]:
+        queues: set[Any] = set()
+        visited = {origin}
+        pending = list(found)
+        while pending:
+            dest = pending.pop()
+            if isinstance(dest, Exchange):
+                if dest in visited:
+                    continue
+                visited.add(dest)
+                more: set[Any] = set()
+                dest.route(rk, msg.headers() if dest.needs_headers else None, more)
+                pending.extend(more)
+            else:
+                queues.add(dest)
+        return queues
+
+    def _alternate(self, ex: Exchange, rk: str, msg: Message) -> set[Any]:
+        seen = {ex}
+        current = ex
+        while current.alternate_exchange is not None:
+            nxt = self.exchanges.get(current.alternate_exchange)
+            if nxt is None or nxt in seen:
+                break
+            seen.add(nxt)
+            out: set[Any] = set()
+            nxt.route(rk, msg.headers() if nxt.needs_headers else None, out)
+            if self.e2e_bindings and out:
+                out = self._expand(nxt, rk, msg, out)
+            if out:
+                return out
+            current = nxt
+        return set()

@@ -1,0 +1,437 @@
+"""Struct-based codec for the frames on the per-message path, byte-identical to pamqp 4.0.1.
+
+pamqp walks a per-class attribute list and calls one function per field, which costs several microseconds per
+frame; a broker pays that for every Publish, Deliver, Ack and content header. The functions here do the same
+work with precompiled ``struct.Struct`` objects and never build pamqp objects. ``tests/test_fastcodec.py``
+proves with hypothesis that every function agrees with pamqp, including which inputs fail to decode.
+
+Conventions:
+
+* A method *payload* is the bytes between the 7-byte frame header and the frame-end octet, so it starts with
+  class id and method id. Decoders do not check those ids (the caller dispatched on them already).
+* Decoders raise ``ValueError`` exactly when pamqp fails to decode the same payload: truncated fields and
+  invalid UTF-8 in a shortstr (pamqp decodes shortstr strictly; ``UnicodeDecodeError`` is a ``ValueError``).
+  Like pamqp they accept and ignore trailing bytes, and a shortstr whose length runs past the end is only an
+  error because the field after it is then missing.
+* Shortstr arguments of encoders are the UTF-8 bodies without the length octet; longer than 255 bytes raises
+  ``struct.error``.
+* Delivery tags are unsigned 64-bit here, as the spec says. pamqp packs them signed (``>q``), so it refuses to
+  encode tags of 2**63 and above and decodes them as negative numbers; on the same bytes our value is pamqp's
+  modulo 2**64, and below 2**63 (every tag a broker will ever hand out) the two are identical.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from pamqp import commands
+from pamqp import frame as pamqp_frame
+from pamqp import header as pamqp_header
+from pamqp.base import Frame
+
+FRAME_METHOD = 1
+FRAME_HEADER = 2
+FRAME_BODY = 3
+FRAME_END = b"\xce"
+FRAME_OVERHEAD = 8  # 7-byte header + frame-end octet
+
+# class id << 16 | method id, as the first four payload bytes read big-endian.
+BASIC_QOS_ID = 0x003C000A
+BASIC_CONSUME_ID = 0x003C0014
+BASIC_CANCEL_ID = 0x003C001E
+BASIC_PUBLISH_ID = 0x003C0028
+BASIC_RETURN_ID = 0x003C0032
+BASIC_DELIVER_ID = 0x003C003C
+BASIC_GET_ID = 0x003C0046
+BASIC_GET_OK_ID = 0x003C0047
+BASIC_GET_EMPTY_ID = 0x003C0048
+BASIC_ACK_ID = 0x003C0050
+BASIC_REJECT_ID = 0x003C005A
+BASIC_NACK_ID = 0x003C0078
+
+# Basic.Properties presence bits in the first property-flags word, in wire order of the property list.
+HAS_CONTENT_TYPE = 0x8000
+HAS_CONTENT_ENCODING = 0x4000
+HAS_HEADERS = 0x2000
+HAS_DELIVERY_MODE = 0x1000
+HAS_PRIORITY = 0x0800
+HAS_CORRELATION_ID = 0x0400
+HAS_REPLY_TO = 0x0200
+HAS_EXPIRATION = 0x0100
+HAS_MESSAGE_ID = 0x0080
+HAS_TIMESTAMP = 0x0040
+HAS_TYPE = 0x0020
+HAS_USER_ID = 0x0010
+HAS_APP_ID = 0x0008
+HAS_CLUSTER_ID = 0x0004
+_HAS_MORE_FLAGS = 0x0001  # another flags word follows (never needed by Basic, but legal on the wire)
+
+_FRAME_HEADER = struct.Struct(">BHI")
+_U8 = struct.Struct(">B")
+_U16 = struct.Struct(">H")
+_U32 = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
+_U64_BOOL = struct.Struct(">QB")  # delivery tag + bit octet (Ack, Nack, Reject)
+
+# Fixed-size frames are packed whole: header, method id, fields and the frame-end octet in one call.
+_ACK_FRAME = struct.Struct(">BHII Q?B")
+_NACK_FRAME = struct.Struct(">BHII QBB")
+_ACK_SIZE = 4 + 8 + 1
+# Variable frames: everything up to the first shortstr body, then the fields between shortstr bodies.
+_METHOD_HEAD_SSTR = struct.Struct(">BHIIB")  # frame header, method id, length of the first shortstr
+_METHOD_HEAD_U64 = struct.Struct(">BHIIQ?B")  # frame header, method id, tag, bit, length of a shortstr
+_METHOD_HEAD_U16 = struct.Struct(">BHIIHB")  # frame header, method id, short, length of a shortstr
+_TAG_BIT_SSTR = struct.Struct(">Q?B")  # delivery tag, redelivered, length of the next shortstr
+_U32_END = struct.Struct(">Ic")
+_END_THEN_HEADER = struct.Struct(">cBHI")  # frame-end of one frame + header of the next
+
+# Content header payload: class id, weight, body size, then the property flags and list.
+_CONTENT_HEADER_PREFIX = struct.Struct(">HHQ")
+_BODY_SIZE_OFFSET = 4
+_FLAGS_OFFSET = 12
+_PROPERTIES_OFFSET = 14
+
+
+def frame(frame_type: int, channel: int, payload: bytes) -> bytes:
+    """One complete frame: 7-byte header, payload, frame-end octet."""
+    return b"".join((_FRAME_HEADER.pack(frame_type, channel, len(payload)), payload, FRAME_END))
+
+
+def method_frame(channel: int, method: Frame) -> bytes:
+    """Slow path for the methods without a fast encoder; identical to ``pamqp.frame.marshal``."""
+    return pamqp_frame.marshal(method, channel)
+
+
+def method_id(payload: bytes) -> int:
+    """``class_id << 16 | method_id`` of a method payload; ``ValueError`` when shorter than four bytes."""
+    try:
+        return int(_U32.unpack_from(payload)[0])
+    except struct.error as err:
+        raise ValueError("method frame shorter than its method id") from err
+
+
+# --------------------------------------------------------------------------------------------- decoders
+
+
+def decode_publish(payload: bytes) -> tuple[str, str, bool, bool]:
+    """Basic.Publish payload -> ``(exchange, routing_key, mandatory, immediate)``.
+
+    Layout after the method id: ticket (short, ignored as pamqp's callers do), exchange, routing key, bits.
+    """
+    try:
+        end = 7 + payload[6]
+        exchange = payload[7:end].decode("utf-8")
+        start = end + 1
+        end = start + payload[end]
+        routing_key = payload[start:end].decode("utf-8")
+        bits = payload[end]
+    except IndexError:
+        raise ValueError("truncated Basic.Publish") from None
+    return exchange, routing_key, bool(bits & 1), bool(bits & 2)
+
+
+def decode_ack(payload: bytes) -> tuple[int, bool]:
+    """Basic.Ack payload -> ``(delivery_tag, multiple)``."""
+    try:
+        tag, bits = _U64_BOOL.unpack_from(payload, 4)
+    except struct.error:
+        raise ValueError("truncated Basic.Ack") from None
+    return tag, bool(bits & 1)
+
+
+def decode_nack(payload: bytes) -> tuple[int, bool, bool]:
+    """Basic.Nack payload -> ``(delivery_tag, multiple, requeue)``."""
+    try:
+        tag, bits = _U64_BOOL.unpack_from(payload, 4)
+    except struct.error:
+        raise ValueError("truncated Basic.Nack") from None
+    return tag, bool(bits & 1), bool(bits & 2)
+
+
+def decode_reject(payload: bytes) -> tuple[int, bool]:
+    """Basic.Reject payload -> ``(delivery_tag, requeue)``."""
+    try:
+        tag, bits = _U64_BOOL.unpack_from(payload, 4)
+    except struct.error:
+        raise ValueError("truncated Basic.Reject") from None
+    return tag, bool(bits & 1)
+
+
+# --------------------------------------------------------------------------------------------- encoders
+
+
+def encode_deliver(
+    channel: int,
+    consumer_tag: bytes,
+    delivery_tag: int,
+    redelivered: bool,
+    exchange: bytes,
+    routing_key: bytes,
+) -> bytes:
+    """Complete Basic.Deliver method frame."""
+    lc = len(consumer_tag)
+    le = len(exchange)
+    lr = len(routing_key)
+    return b"".join(
+        (
+            _METHOD_HEAD_SSTR.pack(FRAME_METHOD, channel, 16 + lc + le + lr, BASIC_DELIVER_ID, lc),
+            consumer_tag,
+            _TAG_BIT_SSTR.pack(delivery_tag, redelivered, le),
+            exchange,
+            _U8.pack(lr),
+            routing_key,
+            FRAME_END,
+        )
+    )
+
+
+def encode_get_ok(
+    channel: int,
+    delivery_tag: int,
+    redelivered: bool,
+    exchange: bytes,
+    routing_key: bytes,
+    message_count: int,
+) -> bytes:
+    """Complete Basic.GetOk method frame."""
+    le = len(exchange)
+    lr = len(routing_key)
+    return b"".join(
+        (
+            _METHOD_HEAD_U64.pack(
+                FRAME_METHOD, channel, 19 + le + lr, BASIC_GET_OK_ID, delivery_tag, redelivered, le
+            ),
+            exchange,
+            _U8.pack(lr),
+            routing_key,
+            _U32_END.pack(message_count, FRAME_END),
+        )
+    )
+
+
+def encode_return(
+    channel: int, reply_code: int, reply_text: bytes, exchange: bytes, routing_key: bytes
+) -> bytes:
+    """Complete Basic.Return method frame."""
+    lt = len(reply_text)
+    le = len(exchange)
+    lr = len(routing_key)
+    return b"".join(
+        (
+            _METHOD_HEAD_U16.pack(FRAME_METHOD, channel, 9 + lt + le + lr, BASIC_RETURN_ID, reply_code, lt),
+            reply_text,
+            _U8.pack(le),
+            exchange,
+            _U8.pack(lr),
+            routing_key,
+            FRAME_END,
+        )
+    )
+
+
+def encode_ack(channel: int, delivery_tag: int, multiple: bool) -> bytes:
+    """Complete Basic.Ack method frame (publisher confirms)."""
+    return _ACK_FRAME.pack(FRAME_METHOD, channel, _ACK_SIZE, BASIC_ACK_ID, delivery_tag, multiple, 0xCE)
+
+
+def encode_nack(channel: int, delivery_tag: int, multiple: bool, requeue: bool) -> bytes:
+    """Complete Basic.Nack method frame (publisher confirms)."""
+    bits = (1 if multiple else 0) | (2 if requeue else 0)
+    return _NACK_FRAME.pack(FRAME_METHOD, channel, _ACK_SIZE, BASIC_NACK_ID, delivery_tag, bits, 0xCE)
+
+
+def encode_content(channel: int, header_payload: bytes, body: bytes, frame_max: int) -> bytes:
+    """Content header frame carrying ``header_payload`` unchanged, then the body frames.
+
+    Bodies are cut into frames of at most ``frame_max - 8`` bytes; an empty body gets no body frame (pamqp and
+    RabbitMQ refuse zero-length body frames). ``frame_max == 0`` means no limit was negotiated.
+    """
+    size = len(body)
+    chunk = frame_max - FRAME_OVERHEAD if frame_max else size
+    if size <= chunk:
+        if not size:
+            return b"".join(
+                (_FRAME_HEADER.pack(FRAME_HEADER, channel, len(header_payload)), header_payload, FRAME_END)
+            )
+        return b"".join(
+            (
+                _FRAME_HEADER.pack(FRAME_HEADER, channel, len(header_payload)),
+                header_payload,
+                _END_THEN_HEADER.pack(FRAME_END, FRAME_BODY, channel, size),
+                body,
+                FRAME_END,
+            )
+        )
+    if chunk <= 0:
+        raise ValueError(f"frame_max {frame_max} leaves no room for a body")
+    # A memoryview lets join copy each slice once, straight into the result.
+    view = memoryview(body)
+    parts: list[bytes | memoryview] = [
+        _FRAME_HEADER.pack(FRAME_HEADER, channel, len(header_payload)),
+        header_payload,
+    ]
+    full = _END_THEN_HEADER.pack(FRAME_END, FRAME_BODY, channel, chunk)
+    last = size - chunk
+    pos = 0
+    while pos < last:
+        parts.append(full)
+        parts.append(view[pos : pos + chunk])
+        pos += chunk
+    parts.append(_END_THEN_HEADER.pack(FRAME_END, FRAME_BODY, channel, size - pos))
+    parts.append(view[pos:])
+    parts.append(FRAME_END)
+    return b"".join(parts)
+
+
+# ------------------------------------------------------------------------------------- content headers
+
+
+def header_body_size(header_payload: bytes) -> int:
+    """Body size announced by a raw content-header payload."""
+    if len(header_payload) < 12:  # pamqp unpacks class id, weight and size together
+        raise ValueError("truncated content header")
+    return int(_U64.unpack_from(header_payload, _BODY_SIZE_OFFSET)[0])
+
+
+def header_class_id(header_payload: bytes) -> int:
+    """Class id of a raw content-header payload (must be 60 for Basic)."""
+    try:
+        return int(_U16.unpack_from(header_payload)[0])
+    except struct.error:
+        raise ValueError("truncated content header") from None
+
+
+def property_flags(header_payload: bytes) -> int:
+    """The first 16-bit property-flags word; test it against the ``HAS_*`` bits."""
+    try:
+        return int(_U16.unpack_from(header_payload, _FLAGS_OFFSET)[0])
+    except struct.error:
+        raise ValueError("truncated content header") from None
+
+
+def _properties_start(header_payload: bytes, flags: int) -> int:
+    """Offset of the first property value, skipping continuation flag words as pamqp does."""
+    offset = _PROPERTIES_OFFSET
+    while flags & _HAS_MORE_FLAGS:
+        try:
+            flags = _U16.unpack_from(header_payload, offset)[0]
+        except struct.error:
+            raise ValueError("content header flags are truncated") from None
+        offset += 2
+    return offset
+
+
+def delivery_mode(header_payload: bytes) -> int:
+    """``delivery_mode`` property, 0 when absent, read without decoding any other property.
+
+    Only the lengths of content_type, content_encoding and headers are read to skip them; their contents are
+    not validated (``decode_properties`` does that).
+    """
+    try:
+        flags = _U16.unpack_from(header_payload, _FLAGS_OFFSET)[0]
+    except struct.error:
+        raise ValueError("truncated content header") from None
+    if not flags & HAS_DELIVERY_MODE:
+        return 0
+    offset = _properties_start(header_payload, flags) if flags & _HAS_MORE_FLAGS else _PROPERTIES_OFFSET
+    try:
+        if flags & HAS_CONTENT_TYPE:
+            offset += 1 + header_payload[offset]
+        if flags & HAS_CONTENT_ENCODING:
+            offset += 1 + header_payload[offset]
+        if flags & HAS_HEADERS:
+            offset += 4 + _U32.unpack_from(header_payload, offset)[0]
+        return header_payload[offset]
+    except (IndexError, struct.error):
+        raise ValueError("truncated content header properties") from None
+
+
+# Wire size of each property in flag order: a positive number is a fixed width, 0 a shortstr, -1 a table.
+_PROPERTY_LAYOUT: tuple[tuple[int, int], ...] = (
+    (HAS_CONTENT_TYPE, 0),
+    (HAS_CONTENT_ENCODING, 0),
+    (HAS_HEADERS, -1),
+    (HAS_DELIVERY_MODE, 1),
+    (HAS_PRIORITY, 1),
+    (HAS_CORRELATION_ID, 0),
+    (HAS_REPLY_TO, 0),
+    (HAS_EXPIRATION, 0),
+    (HAS_MESSAGE_ID, 0),
+    (HAS_TIMESTAMP, 8),
+    (HAS_TYPE, 0),
+    (HAS_USER_ID, 0),
+    (HAS_APP_ID, 0),
+    (HAS_CLUSTER_ID, 0),
+)
+
+
+_SHORTSTR_FLAGS = frozenset(bit for bit, width in _PROPERTY_LAYOUT if width == 0)
+
+
+def _property_offset(header_payload: bytes, wanted: int) -> int:
+    """Offset of the value of property ``wanted`` (a ``HAS_*`` bit), or -1 when it is absent."""
+    try:
+        flags = _U16.unpack_from(header_payload, _FLAGS_OFFSET)[0]
+    except struct.error:
+        raise ValueError("truncated content header") from None
+    if not flags & wanted:
+        return -1
+    offset = _properties_start(header_payload, flags)
+    try:
+        for bit, width in _PROPERTY_LAYOUT:
+            if bit == wanted:
+                return offset
+            if flags & bit:
+                if width > 0:
+                    offset += width
+                elif width == 0:
+                    offset += 1 + header_payload[offset]
+                else:
+                    offset += 4 + _U32.unpack_from(header_payload, offset)[0]
+    except (IndexError, struct.error):
+        raise ValueError("truncated content header properties") from None
+    raise ValueError(f"not a property flag: {wanted:#x}")
+
+
+def priority(header_payload: bytes) -> int | None:
+    """``priority`` property or ``None``, without decoding the others (their contents are not validated)."""
+    offset = _property_offset(header_payload, HAS_PRIORITY)
+    if offset < 0:
+        return None
+    try:
+        return header_payload[offset]
+    except IndexError:
+        raise ValueError("truncated content header properties") from None
+
+
+def short_property(header_payload: bytes, flag: int) -> bytes | None:
+    """Raw UTF-8 bytes of a shortstr property such as ``HAS_EXPIRATION`` or ``HAS_USER_ID``, or ``None``.
+
+    The caller decodes (and so validates) only what it needs; the other properties are skipped unread. Like
+    pamqp, a last shortstr whose length runs past the end of the payload yields the bytes that are there.
+    """
+    if flag not in _SHORTSTR_FLAGS:
+        raise ValueError(f"not a shortstr property flag: {flag:#x}")
+    offset = _property_offset(header_payload, flag)
+    if offset < 0:
+        return None
+    try:
+        end = offset + 1 + header_payload[offset]
+    except IndexError:
+        raise ValueError("truncated content header properties") from None
+    return header_payload[offset + 1 : end]
+
+
+def decode_properties(header_payload: bytes) -> commands.Basic.Properties:
+    """Slow path: every property decoded by pamqp (tables, timestamps), validating the whole header."""
+    content_header = pamqp_header.ContentHeader()
+    try:
+        content_header.unmarshal(header_payload)
+    except (struct.error, RecursionError) as err:  # deeply nested tables exhaust pamqp's recursion
+        raise ValueError(f"cannot decode content header: {err!r}") from None
+    return content_header.properties
+
+
+def encode_header_payload(body_size: int, properties: commands.Basic.Properties) -> bytes:
+    """Content-header payload for ``properties``; pamqp encodes the property list (slow path)."""
+    return _CONTENT_HEADER_PREFIX.pack(commands.Basic.frame_id, 0, body_size) + properties.marshal()

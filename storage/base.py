@@ -1,0 +1,209 @@
+"""Records, batches, snapshots and the `Store` protocol shared by every storage backend.
+
+Records stay close to the AMQP wire format (raw content-header property bytes, raw body) so that recovery
+hands the broker exactly what it would have received from a publisher, with no re-encoding.
+"""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+from dataclasses import dataclass, field
+from typing import Protocol, TypeAlias
+
+FieldValue: TypeAlias = (
+    str
+    | int
+    | float
+    | bool
+    | bytes
+    | bytearray
+    | None
+    | decimal.Decimal
+    | datetime.datetime
+    | dict[str, "FieldValue"]
+    | list["FieldValue"]
+)
+FieldTable: TypeAlias = dict[str, FieldValue]
+
+
+class StorageError(Exception):
+    """The store could not do what was asked (I/O failure, unusable data directory, bad URL)."""
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRecord:
+    """One published message, stored once however many queues it reaches."""
+
+    msg_id: int
+    exchange: str
+    routing_key: str
+    properties: bytes  # property flags + property list, exactly as in the content header frame
+    body: bytes
+    timestamp_ms: int  # publish time, so per-message / per-queue TTL survives a restart
+
+
+@dataclass(frozen=True, slots=True)
+class Enqueue:
+    queue: str
+    msg_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Remove:
+    """The message left the queue for good (ack, reject/nack without requeue, expiry, purge)."""
+
+    queue: str
+    msg_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveredMark:
+    """Optional, written lazily: after recovery the message comes back with redelivered=True."""
+
+    queue: str
+    msg_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class ExchangeRecord:
+    name: str
+    type: str
+    durable: bool
+    auto_delete: bool
+    internal: bool
+    arguments: FieldTable
+
+
+@dataclass(frozen=True, slots=True)
+class ExchangeDelete:
+    """Deleting an exchange also deletes every binding that has it as source or destination."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class QueueRecord:
+    name: str
+    durable: bool
+    auto_delete: bool
+    arguments: FieldTable
+
+
+@dataclass(frozen=True, slots=True)
+class QueueDelete:
+    """Deleting a queue drops its stored messages and every binding that has it as destination."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class BindingRecord:
+    source: str
+    destination: str
+    destination_is_exchange: bool
+    routing_key: str
+    arguments: FieldTable
+
+
+@dataclass(frozen=True, slots=True)
+class BindingDelete:
+    """Identifies a binding the way AMQP does: source, destination, routing key and arguments."""
+
+    source: str
+    destination: str
+    destination_is_exchange: bool
+    routing_key: str
+    arguments: FieldTable
+
+
+Definition: TypeAlias = (
+    ExchangeRecord | ExchangeDelete | QueueRecord | QueueDelete | BindingRecord | BindingDelete
+)
+
+
+@dataclass(slots=True)
+class Batch:
+    """Everything one commit makes durable, atomically.
+
+    Applied in this order: definitions (in list order), then messages, enqueues, delivered marks, removals.
+    A message record is only written when the same batch enqueues it; an enqueue into a queue the store does
+    not know (never declared, or deleted) is ignored, as is a removal or mark of an unknown enqueue.
+    """
+
+    definitions: list[Definition] = field(default_factory=list)
+    messages: list[MessageRecord] = field(default_factory=list)
+    enqueues: list[Enqueue] = field(default_factory=list)
+    marks: list[DeliveredMark] = field(default_factory=list)
+    removals: list[Remove] = field(default_factory=list)
+
+    def is_empty(self) -> bool:
+        return not (self.definitions or self.messages or self.enqueues or self.marks or self.removals)
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """What `Store.open()` recovered. Per-queue lists are in enqueue (= message id) order.
+
+    A fanned-out message is one shared `MessageRecord` object in each queue's list.
+    """
+
+    exchanges: dict[str, ExchangeRecord] = field(default_factory=dict)
+    queues: dict[str, QueueRecord] = field(default_factory=dict)
+    bindings: list[BindingRecord] = field(default_factory=list)
+    messages: dict[str, list[MessageRecord]] = field(default_factory=dict)
+    delivered: dict[str, set[int]] = field(default_factory=dict)  # queue -> ids with a DeliveredMark
+    next_message_id: int = 1
+
+
+class Store(Protocol):
+    """Durable state behind one small interface. Calls are never concurrent (the committer serialises them)."""
+
+    async def open(self) -> Snapshot:
+        """Replay what is stored. Call once, before anything else."""
+        ...
+
+    async def commit(self, batch: Batch) -> None:
+        """Atomic and durable when it returns: one fsync / one round trip per batch."""
+        ...
+
+    async def maintain(self) -> None:
+        """Do one bounded slice of upkeep (space reclaim). Called when idle; may be a no-op."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(slots=True)
+class NetBatch:
+    """A batch after cancelling what it undoes itself; see `net_batch`."""
+
+    definitions: list[Definition]
+    messages: list[MessageRecord]
+    enqueues: list[tuple[str, int, bool]]  # (queue, message id, delivered)
+    marks: list[DeliveredMark]
+    removals: list[Remove]
+
+
+def net_batch(batch: Batch) -> NetBatch:
+    """Drop what need never be written: an enqueue removed in the same batch (and the removal), messages no
+    surviving enqueue refers to; a mark on an enqueue of the same batch becomes the enqueue's delivered flag."""
+    pending: dict[tuple[str, int], bool] = {(e.queue, e.msg_id): False for e in batch.enqueues}
+    marks: list[DeliveredMark] = []
+    for mark in batch.marks:
+        key = (mark.queue, mark.msg_id)
+        if key in pending:
+            pending[key] = True
+        else:
+            marks.append(mark)
+    removals: list[Remove] = []
+    for removal in batch.removals:
+        key = (removal.queue, removal.msg_id)
+        if key in pending:
+            del pending[key]
+        else:
+            removals.append(removal)
+    wanted = {msg_id for _queue, msg_id in pending}
+    messages = [m for m in batch.messages if m.msg_id in wanted]
+    enqueues = [(queue, msg_id, delivered) for (queue, msg_id), delivered in pending.items()]
+    return NetBatch(list(batch.definitions), messages, enqueues, marks, removals)

@@ -1,0 +1,147 @@
+"""The payload of one log record: a whole batch (or a definitions checkpoint), so a batch is all-or-nothing.
+
+    kind u8 (1 batch, 2 checkpoint) | max message id u64 | next queue incarnation u32
+    u32 count, then per definition : incarnation u32 | tagged definition (storage.codec)
+    u32 count, then per message    : id i64 | timestamp ms i64 | len(exchange) u8 | len(routing key) u8
+                                     | len(properties) u32 | len(body) u32 | the four byte strings
+    u32 count, then per enqueue    : incarnation u32 | message id i64 | flags u8 (1 = delivered)
+    u32 count, then per mark       : incarnation u32 | message id i64
+    u32 count, then per removal    : incarnation u32 | message id i64
+
+Queues are named by an incarnation number, not by name, so messages of a deleted queue can never come
+back into a later queue of the same name. Every record repeats the highest message id and incarnation
+number handed out so far, so neither is ever reused even after the records that used them are reclaimed.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+from storage.base import Definition, MessageRecord
+from storage.codec import Reader, decode_definition, encode_definition
+
+KIND_BATCH = 1
+KIND_CHECKPOINT = 2
+
+_HEAD = struct.Struct("<BqI")
+_COUNT = struct.Struct("<I")
+_MSG = struct.Struct("<qqBBII")
+_ENQ = struct.Struct("<IqB")
+_REF = struct.Struct("<Iq")
+_DELIVERED = 1
+
+
+@dataclass(slots=True)
+class LogEntry:
+    kind: int
+    max_msg_id: int
+    next_incarnation: int
+    definitions: list[tuple[int, Definition]] = field(default_factory=list)
+    messages: list[MessageRecord] = field(default_factory=list)
+    enqueues: list[tuple[int, int, bool]] = field(default_factory=list)
+    marks: list[tuple[int, int]] = field(default_factory=list)
+    removals: list[tuple[int, int]] = field(default_factory=list)
+
+    def item_count(self) -> int:
+        return len(self.messages) + len(self.enqueues) + len(self.marks) + len(self.removals)
+
+
+def encode_entry(entry: LogEntry) -> bytearray:
+    out = bytearray(_HEAD.pack(entry.kind, entry.max_msg_id, entry.next_incarnation))
+    out += _COUNT.pack(len(entry.definitions))
+    for incarnation, record in entry.definitions:
+        out += _COUNT.pack(incarnation)
+        encode_definition(out, record)
+    out += _COUNT.pack(len(entry.messages))
+    pack_msg = _MSG.pack
+    for msg in entry.messages:
+        exchange = msg.exchange.encode()
+        routing_key = msg.routing_key.encode()
+        out += pack_msg(
+            msg.msg_id, msg.timestamp_ms, len(exchange), len(routing_key), len(msg.properties), len(msg.body)
+        )
+        out += exchange
+        out += routing_key
+        out += msg.properties
+        out += msg.body
+    out += _COUNT.pack(len(entry.enqueues))
+    for incarnation, msg_id, delivered in entry.enqueues:
+        out += _ENQ.pack(incarnation, msg_id, _DELIVERED if delivered else 0)
+    for refs in (entry.marks, entry.removals):
+        out += _COUNT.pack(len(refs))
+        for incarnation, msg_id in refs:
+            out += _REF.pack(incarnation, msg_id)
+    return out
+
+
+class Interner:
+    """Replay sees the same exchange names, routing keys and property blobs over and over: keep one copy."""
+
+    __slots__ = ("strings", "blobs")
+
+    def __init__(self) -> None:
+        self.strings: dict[bytes, str] = {}
+        self.blobs: dict[bytes, bytes] = {}
+
+    def string(self, raw: bytes) -> str:
+        text = self.strings.get(raw)
+        if text is None:
+            text = self.strings[raw] = raw.decode()
+        return text
+
+    def blob(self, raw: bytes) -> bytes:
+        if len(raw) > 64:  # long property lists are usually unique (headers, ids): not worth a dict entry
+            return raw
+        return self.blobs.setdefault(raw, raw)
+
+
+def decode_entry(payload: bytes, interner: Interner) -> LogEntry:
+    """Raises CodecError / struct.error / UnicodeDecodeError on malformed input."""
+    kind, max_msg_id, next_incarnation = _HEAD.unpack_from(payload, 0)
+    entry = LogEntry(kind, max_msg_id, next_incarnation)
+    reader = Reader(payload, _HEAD.size)
+    for _ in range(reader.u32()):
+        incarnation = reader.u32()
+        entry.definitions.append((incarnation, decode_definition(reader)))
+    pos = reader.pos
+    (count,) = _COUNT.unpack_from(payload, pos)
+    pos += 4
+    unpack_msg = _MSG.unpack_from
+    msg_size = _MSG.size
+    string = interner.string
+    blob = interner.blob
+    messages = entry.messages
+    for _ in range(count):
+        msg_id, ts, ex_len, rk_len, prop_len, body_len = unpack_msg(payload, pos)
+        pos += msg_size
+        ex_end = pos + ex_len
+        rk_end = ex_end + rk_len
+        prop_end = rk_end + prop_len
+        body_end = prop_end + body_len
+        if body_end > len(payload):
+            raise struct.error("message runs past the record")
+        messages.append(
+            MessageRecord(
+                msg_id,
+                string(payload[pos:ex_end]),
+                string(payload[ex_end:rk_end]),
+                blob(payload[rk_end:prop_end]),
+                payload[prop_end:body_end],
+                ts,
+            )
+        )
+        pos = body_end
+    (count,) = _COUNT.unpack_from(payload, pos)
+    pos += 4
+    for incarnation, msg_id, flags in _ENQ.iter_unpack(payload[pos : pos + count * _ENQ.size]):
+        entry.enqueues.append((incarnation, msg_id, bool(flags & _DELIVERED)))
+    pos += count * _ENQ.size
+    for refs in (entry.marks, entry.removals):
+        (count,) = _COUNT.unpack_from(payload, pos)
+        pos += 4
+        refs.extend(_REF.iter_unpack(payload[pos : pos + count * _REF.size]))
+        pos += count * _REF.size
+    if pos != len(payload):
+        raise struct.error("trailing bytes in record")
+    return entry
