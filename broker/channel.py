@@ -7,8 +7,8 @@ connection's single write at the end of the read.
 
 from __future__ import annotations
 
-import os
 import base64
+import os
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -18,6 +18,7 @@ from pamqp.base import Frame
 
 from broker.arguments import validate_expiration
 from broker.message import Message
+from broker.persistence import store_message
 from broker.queue import Entry, Queue
 from protocol import fastcodec
 from protocol.errors import (
@@ -115,6 +116,9 @@ class Channel:
         self.publish_seq = 0
         self.confirm_pending = 0  # highest seq ready to be acked at the next flush
         self.confirm_sent = 0  # highest seq acked or nacked so far
+        self.wait_upto = 0  # highest seq that waits for the store (persistent, or published behind one that is)
+        self.wait_registered = 0  # highest seq an on_durable callback was registered for
+        self.durable_upto = 0  # highest seq the store has made durable
         self.tx_mode = False
         self.tx_publishes: list[tuple[str, str, bool, bytes, bytes]] = []
         self.tx_acks: list[tuple[int, Entry, bool]] = []  # (tag, entry, ack-or-requeue?)
@@ -162,6 +166,11 @@ class Channel:
         if handler is None:
             raise ConnectionError_(503, "unimplemented method")
         handler(method)
+        if self.vhost.persisted:
+            # A durable declare/delete/bind was handed to the store: its -Ok (and everything after it on this
+            # connection) leaves only once that is on disk.
+            self.vhost.persisted = False
+            self.conn.hold_output_until_durable()
 
     # ------------------------------------------------------------------ publish (hot)
     def publish(self, exchange: str, routing_key: str, mandatory: bool, header: bytes, body: bytes) -> None:
@@ -170,7 +179,8 @@ class Channel:
             raise ChannelError(NOT_FOUND, f"no exchange '{exchange}' in vhost '{self.vhost.name}'")
         if ex.internal:
             raise ChannelError(
-                ACCESS_REFUSED, f"cannot publish to internal exchange '{exchange}' in vhost '{self.vhost.name}'"
+                ACCESS_REFUSED,
+                f"cannot publish to internal exchange '{exchange}' in vhost '{self.vhost.name}'",
             )
         flags = fastcodec.property_flags(header)
         if flags & _CHECKED_FLAGS:
@@ -179,15 +189,29 @@ class Channel:
             self.tx_publishes.append((exchange, routing_key, mandatory, header, body))
             return
         msg = Message(exchange, routing_key, header, body)
-        queues = self.vhost.route(ex, msg)
+        vhost = self.vhost
+        queues = vhost.route(ex, msg)
+        stored = False
         if queues:
+            if (
+                vhost.committer is not None
+                and flags & fastcodec.HAS_DELIVERY_MODE
+                and fastcodec.delivery_mode(header) == 2
+            ):
+                durable = [q for q in queues if q.store is not None]
+                if durable:
+                    store_message(vhost.committer, msg, durable, vhost.next_message_id())
+                    self.conn.published_persistent = stored = True
             for q in queues:
                 q.put(msg)
         elif mandatory:
             self._return(312, b"NO_ROUTE", msg)
         if self.confirm_mode:
-            self.publish_seq += 1
-            self.confirm_pending = self.publish_seq
+            self.publish_seq = seq = self.publish_seq + 1
+            if stored or self.wait_upto > self.durable_upto:
+                self.wait_upto = seq  # confirmed once the store batch holding it (and all before it) is durable
+            else:
+                self.confirm_pending = seq
             self.conn.want_confirm_flush(self)
 
     def _check_properties(self, flags: int, header: bytes) -> None:
@@ -195,8 +219,7 @@ class Channel:
         if flags & fastcodec.HAS_USER_ID and props.user_id != self.conn.proto.username:
             raise ChannelError(
                 PRECONDITION_FAILED,
-                f"user_id property set to '{props.user_id}' but authenticated user was "
-                f"'{self.conn.proto.username}'",
+                f"user_id property set to '{props.user_id}' but authenticated user was '{self.conn.proto.username}'",
             )
         if flags & fastcodec.HAS_EXPIRATION and props.expiration is not None:
             validate_expiration(props.expiration)
@@ -207,11 +230,23 @@ class Channel:
         send(fastcodec.encode_content(self.number, msg.header, msg.body, self.proto.frame_max))
 
     def flush_confirms(self) -> None:
+        if self.wait_upto > self.wait_registered:
+            committer = self.vhost.committer
+            assert committer is not None
+            self.wait_registered = upto_durable = self.wait_upto
+            committer.on_durable(lambda: self._durable(upto_durable))
         upto = self.confirm_pending
         if upto > self.confirm_sent:
             multiple = upto > self.confirm_sent + 1
             self.proto.send(fastcodec.encode_ack(self.number, upto, multiple))
             self.confirm_sent = upto
+
+    def _durable(self, upto: int) -> None:
+        self.durable_upto = upto
+        if upto > self.confirm_pending:
+            self.confirm_pending = upto
+        if not self.closed:
+            self.conn.want_confirm_flush(self)
 
     # ------------------------------------------------------------------ delivery (hot)
     def deliver(self, consumer: ChannelConsumer, entry: Entry) -> None:
@@ -225,12 +260,23 @@ class Channel:
             )
         )
         send(fastcodec.encode_content(self.number, msg.header, msg.body, self.proto.frame_max))
-        if not consumer.no_ack:
-            self.unacked[tag] = entry
-            self._unacked_order.append(tag)
-            entry.consumer = consumer
-            consumer.unacked += 1
-            self.unacked_count += 1
+        if consumer.no_ack:
+            if msg.msg_id:
+                entry.queue.forget(entry)
+            return
+        consumer.unacked += 1
+        self._track_unacked(tag, entry, consumer)
+
+    def _track_unacked(self, tag: int, entry: Entry, consumer: ChannelConsumer | None) -> None:
+        self.unacked[tag] = entry
+        self._unacked_order.append(tag)
+        entry.consumer = consumer
+        self.unacked_count += 1
+        msg_id = entry.msg.msg_id
+        if msg_id and entry.delivery_count == 1:
+            store = entry.queue.store
+            if store is not None:  # so that it comes back redelivered=True after a restart
+                store.add_mark(entry.queue.name, msg_id)
 
     # ------------------------------------------------------------------ acknowledgements (hot)
     def _take(self, tag: int, multiple: bool) -> list[tuple[int, Entry]]:
@@ -288,7 +334,11 @@ class Channel:
                 parked = parked or c.parked
                 e.consumer = None
         self.unacked_count -= len(taken)
-        if requeue:
+        if not requeue:
+            for _t, e in taken:
+                if e.msg.msg_id:
+                    e.queue.forget(e)
+        else:
             by_queue: dict[Queue, list[Entry]] = {}
             for _t, e in taken:
                 by_queue.setdefault(e.queue, []).append(e)
@@ -325,7 +375,7 @@ class Channel:
         q.add_consumer(consumer)
 
     def _basic_cancel(self, m: commands.Basic.Cancel) -> None:
-        consumer = self.consumers.pop(m.consumer_tag, None)
+        consumer = self.consumers.pop(m.consumer_tag or "", None)
         if not m.nowait:
             self.send_method(commands.Basic.CancelOk(consumer_tag=m.consumer_tag))
         if consumer is not None:
@@ -363,11 +413,10 @@ class Channel:
             )
         )
         self.proto.send(fastcodec.encode_content(self.number, msg.header, msg.body, self.proto.frame_max))
-        if not m.no_ack:
-            self.unacked[tag] = entry
-            self._unacked_order.append(tag)
-            entry.consumer = None
-            self.unacked_count += 1
+        if m.no_ack:
+            q.forget(entry)
+            return
+        self._track_unacked(tag, entry, None)
 
     def _basic_recover(self, m: commands.Basic.Recover) -> None:
         if not m.requeue:
@@ -516,10 +565,10 @@ class Channel:
 
     def _queue_delete(self, m: commands.Queue.Delete) -> None:
         name = self._queue_name(m.queue)
-        n = self.vhost.delete_queue_checked(
-            name, self.conn, if_unused=bool(m.if_unused), if_empty=bool(m.if_empty)
-        )
-        self.conn.exclusive_queues.discard(self.vhost.queues.get(name))  # type: ignore[arg-type]
+        q = self.vhost.queues.get(name)
+        n = self.vhost.delete_queue_checked(name, self.conn, if_unused=bool(m.if_unused), if_empty=bool(m.if_empty))
+        if q is not None and q.deleted:
+            self.conn.exclusive_queues.discard(q)
         if not m.nowait:
             self.send_method(commands.Queue.DeleteOk(message_count=n))
 

@@ -8,6 +8,7 @@ Reads go straight into the sans-IO protocol layer; everything it (and the channe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 from typing import TYPE_CHECKING, Any
@@ -62,6 +63,10 @@ class BrokerConnection(asyncio.Protocol):
         self._handshake_timer: asyncio.TimerHandle | None = None
         self._closing = False
         self._heartbeat_started = False
+        self.published_persistent = False  # paused when the store falls behind
+        self._held: list[bytes] | None = None  # output waiting for the store (see hold_output_until_durable)
+        self._holds = 0
+        self.reading_paused = False
 
     # ------------------------------------------------------------------ asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -70,10 +75,8 @@ class BrokerConnection(asyncio.Protocol):
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER, low=WRITE_LOW_WATER)
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            try:
+            with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         self.server.connections.add(self)
@@ -134,12 +137,51 @@ class BrokerConnection(asyncio.Protocol):
                 if not ch.closed:
                     ch.flush_confirms()
         data = self.proto.data_to_send()
+        if self._held is not None:
+            if data:
+                self._held.append(data)
+            return
         transport = self.transport
         if data and transport is not None and not transport.is_closing():
             transport.write(data)
             self._sent = True
         if self.proto.state == "closing" and self._close_timer is None and transport is not None:
             self._close_timer = self.loop.call_later(CLOSE_OK_TIMEOUT, self._abort)
+
+    def hold_output_until_durable(self) -> None:
+        """Write nothing more until everything handed to the store so far is durable.
+
+        Used after a durable declare/delete/bind: its -Ok must not reach the client before the definition is on
+        disk, and holding the whole output stream (rather than one frame) keeps every reply in order.
+        """
+        committer = self.vhost.committer if self.vhost is not None else None
+        if committer is None:
+            return
+        if self._held is None:
+            self._held = []
+        self._holds += 1
+        committer.on_durable(self._release_held)
+
+    def _release_held(self) -> None:
+        self._holds -= 1
+        if self._holds > 0 or self._held is None:
+            return
+        held, self._held = self._held, None
+        transport = self.transport
+        if held and transport is not None and not transport.is_closing():
+            transport.write(b"".join(held))
+            self._sent = True
+        self.flush()  # then whatever was queued after the hold
+
+    def pause_reading_for_store(self, paused: bool) -> None:
+        transport = self.transport
+        if transport is None or paused == self.reading_paused:
+            return
+        self.reading_paused = paused
+        if paused:
+            transport.pause_reading()
+        else:
+            transport.resume_reading()
 
     def _close_after_flush(self) -> None:
         self._closing = True
@@ -155,8 +197,11 @@ class BrokerConnection(asyncio.Protocol):
     def _handshake_timeout(self) -> None:
         self._handshake_timer = None
         if self.proto.state != RUNNING and self.transport is not None:
-            log.info("%s: handshake not completed within %.0f s; closing", self.peer,
-                     self.server.config.handshake_timeout)
+            log.info(
+                "%s: handshake not completed within %.0f s; closing",
+                self.peer,
+                self.server.config.handshake_timeout,
+            )
             self.transport.close()
 
     def _start_heartbeat(self) -> None:

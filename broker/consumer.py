@@ -16,6 +16,7 @@ class Consumer(Protocol):
     priority: int
     arguments: dict[str, Any]
     parked: bool
+    unacked: int
 
     def has_capacity(self) -> bool: ...
     def deliver(self, entry: Entry) -> None: ...

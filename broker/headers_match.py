@@ -11,6 +11,9 @@ Semantics follow RabbitMQ 3.x ``rabbit_exchange_type_headers``:
 * a binding value of type void (``None`` here) asks only that the header be present, whatever its value.
 * ``all`` with nothing left to compare matches every message; ``any`` with nothing left matches none.
 
+The points above, and the comparisons below marked as RabbitMQ's, were checked against RabbitMQ 3.10.8 on the
+wire (binding with pika/aio-pika, publishing with mandatory and confirms).
+
 Value comparison. RabbitMQ 3.10-3.12 compare the decoded values with Erlang's ``==`` and ignore the field type
 tag at the top level: so signedint 1 equals long 1, and integer 1 equals double 1.0 (3.13 moved to ``=:=``,
 which keeps 1 and 1.0 apart; we follow the 3.10 reference broker). pamqp decodes field tables into plain
@@ -57,8 +60,7 @@ def validate_x_match(arguments: Mapping[str, object] | None) -> None:
             return
         raise ChannelError(
             PRECONDITION_FAILED,
-            f"Invalid x-match field value {erl_binary(value.encode())}; "
-            "expected all, any, all-with-x, or any-with-x",
+            f"Invalid x-match field value {erl_binary(value.encode())}; expected all, any, all-with-x, or any-with-x",
         )
     if isinstance(value, bytes):
         # pamqp hands back a longstr that is not valid UTF-8 as bytes: still a longstr, just not a mode
@@ -132,7 +134,7 @@ def _canonical(v: object) -> object:
 
 
 # ----------------------------------------------------------------------------------------------------
-# Rendering values the way Erlang's ~tp does, so error texts read like RabbitMQ's.
+# Rendering values the way RabbitMQ 3.10 prints them with ~p (3.12+ use ~tp), so error texts read alike.
 
 _ESCAPES: Final = {
     ord("\n"): "\\n",
@@ -148,38 +150,34 @@ _ESCAPES: Final = {
 
 
 def erl_binary(raw: bytes) -> str:
-    """``<<"text">>`` for printable ASCII, ``<<"text"/utf8>>`` for printable UTF-8, else ``<<1,2,3>>``."""
-    if all(32 <= c < 127 or c in _ESCAPES for c in raw):
-        return '<<"' + "".join(_ESCAPES.get(c, chr(c)) for c in raw) + '">>'
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        text = ""
-    if text and all(ch.isprintable() or ord(ch) in _ESCAPES for ch in text):
-        return '<<"' + "".join(_ESCAPES.get(ord(ch), ch) for ch in text) + '"/utf8>>'
+    """A binary as RabbitMQ 3.10's ``~p`` prints it: ``<<"text">>`` when every byte is printable Latin-1, else
+    ``<<196,129>>``.
+
+    ``~p`` emits printable bytes unchanged, so ``<<"é">>`` carries the UTF-8 bytes of é as they came. Our reply
+    texts are str, so bytes that are not UTF-8 come out as their Latin-1 characters (re-encoded as UTF-8 on the
+    wire, where RabbitMQ would send the raw bytes).
+    """
+    if all(32 <= c < 127 or c >= 160 or c in _ESCAPES for c in raw):
+        escaped = b"".join(_ESCAPES[c].encode() if c in _ESCAPES else bytes((c,)) for c in raw)
+        try:
+            text = escaped.decode("utf-8")
+        except UnicodeDecodeError:
+            text = escaped.decode("latin-1")
+        return '<<"' + text + '">>'
     return "<<" + ",".join(str(c) for c in raw) + ">>"
 
 
 def field_type_name(v: object) -> str:
     """RabbitMQ's name for the field type ``v`` probably arrived as.
 
-    pamqp discards the wire type, so for integers and floats this names the type pamqp itself would encode the
-    value with (aio-pika's choice); a client that picked a wider type is reported with the narrower name.
+    pamqp discards the wire type, so numbers get the name the usual client would have sent: integers as
+    signedint, or long beyond 32 bits (pika, the Java and .NET clients), floats as float (aio-pika/pamqp; pika
+    cannot send floats). A client that chose another width is reported under that guess.
     """
     if isinstance(v, bool):
         return "bool"
     if isinstance(v, int):
-        if -128 <= v <= 127:
-            return "byte"
-        if -32768 <= v <= 32767:
-            return "short"
-        if 0 <= v <= 65535:
-            return "unsignedshort"
-        if -(2**31) <= v < 2**31:
-            return "signedint"
-        if 0 <= v < 2**32:
-            return "unsignedint"
-        return "long"
+        return "signedint" if -(2**31) <= v < 2**31 else "long"
     if isinstance(v, float):
         return "float"
     if isinstance(v, Decimal):
@@ -198,7 +196,7 @@ def field_type_name(v: object) -> str:
 
 
 def erl_value(v: object) -> str:
-    """Render a decoded field value roughly as ``~tp`` prints RabbitMQ's representation of it."""
+    """Render a decoded field value roughly as ``~p`` prints RabbitMQ's representation of it."""
     if v is None:
         return "undefined"
     if isinstance(v, bool):
@@ -219,9 +217,7 @@ def erl_value(v: object) -> str:
     if isinstance(v, datetime.datetime):
         return str(int(v.timestamp()))
     if isinstance(v, Mapping):
-        items = ",".join(
-            f"{{{erl_binary(str(k).encode())},{field_type_name(x)},{erl_value(x)}}}" for k, x in v.items()
-        )
+        items = ",".join(f"{{{erl_binary(str(k).encode())},{field_type_name(x)},{erl_value(x)}}}" for k, x in v.items())
         return f"[{items}]"
     if isinstance(v, list | tuple):
         return "[" + ",".join(f"{{{field_type_name(x)},{erl_value(x)}}}" for x in v) + "]"

@@ -22,9 +22,7 @@ class Message:
         "timestamp_ms",
     )
 
-    def __init__(
-        self, exchange: str, routing_key: str, header: bytes, body: bytes, persistent: bool = False
-    ) -> None:
+    def __init__(self, exchange: str, routing_key: str, header: bytes, body: bytes, persistent: bool = False) -> None:
         self.exchange = exchange
         self.routing_key = routing_key
         self.header = header  # raw content-header payload, exactly as the publisher sent it

@@ -7,6 +7,7 @@ consumers that cannot accept anything.
 
 from __future__ import annotations
 
+import contextlib
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from broker.consumer import Consumer
     from broker.message import Message
+    from storage import GroupCommitter
 
 
 class Entry:
@@ -54,7 +56,8 @@ class Queue:
         self.had_consumer = False
         self.deleted = False
         self.seq = 0
-        self.on_unused: Callable[[Queue], None] | None = None  # auto-delete hook, set by the vhost
+        self.on_unused: Callable[[Queue], object] | None = None  # auto-delete hook, set by the vhost
+        self.store: GroupCommitter | None = None  # set for durable, non-exclusive queues when a store is used
 
     def __repr__(self) -> str:
         return f"<Queue {self.name!r} ready={len(self.ready)} consumers={len(self.consumers)}>"
@@ -109,8 +112,17 @@ class Queue:
 
     def purge(self) -> int:
         n = len(self.ready)
+        if self.store is not None:
+            for e in self.ready:
+                self.forget(e)
         self.ready.clear()
         return n
+
+    def forget(self, entry: Entry) -> None:
+        """The entry left this queue for good (acked, dropped, expired): remove it from the store."""
+        store = self.store
+        if store is not None and entry.msg.msg_id:
+            store.add_remove(self.name, entry.msg.msg_id)
 
     # ------------------------------------------------------------------ consumers
     def add_consumer(self, consumer: Consumer) -> None:
@@ -129,10 +141,8 @@ class Queue:
             return
         if self.exclusive_consumer is consumer:
             self.exclusive_consumer = None
-        try:
+        with contextlib.suppress(ValueError):
             self.active.remove(consumer)
-        except ValueError:
-            pass
         consumer.parked = True
         if not self.consumers and self.auto_delete and self.had_consumer and self.on_unused is not None:
             self.on_unused(self)

@@ -10,8 +10,10 @@ from importlib.metadata import PackageNotFoundError, version
 
 from broker.config import Config
 from broker.connection import BrokerConnection
+from broker.persistence import recover
 from broker.vhost import VHost
 from protocol.errors import CONNECTION_FORCED
+from storage import GroupCommitter, Store, open_store
 
 log = logging.getLogger("amqpd")
 
@@ -39,6 +41,9 @@ class Server:
         self._servers: list[asyncio.Server] = []
         self._stopped: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.store: Store | None = None
+        self.committer: GroupCommitter | None = None
+        self._store_pressure = False
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -54,15 +59,58 @@ class Server:
             host = f"[{host}]"
         return f"amqp://{self.config.default_user}:{self.config.default_pass}@{host}:{self.port}/"
 
+    async def _open_store(self) -> None:
+        cfg = self.config
+        store_url = cfg.store
+        if store_url.startswith("memory:"):
+            return  # nothing is persisted: skip the committer entirely, so confirms need no store round trip
+        started = self.loop.time()
+        self.store = open_store(store_url, cfg.data_dir)
+        snapshot = await self.store.open()
+        self.committer = GroupCommitter(self.store)
+        self.committer.set_pressure_callback(self._on_store_pressure)
+        self.committer.set_failure_callback(self._on_store_failure)
+        vhost = VHost(cfg.default_vhost, self.committer, snapshot.next_message_id)
+        self.vhosts = {cfg.default_vhost: vhost}
+        n = recover(vhost, snapshot, self.committer)
+        log.info(
+            "recovered %d exchanges, %d queues, %d bindings and %d messages from %s in %.2f s",
+            len(snapshot.exchanges),
+            len(snapshot.queues),
+            len(snapshot.bindings),
+            n,
+            store_url or cfg.data_dir,
+            self.loop.time() - started,
+        )
+
+    def _on_store_pressure(self, pressed: bool) -> None:
+        if pressed and not self._store_pressure:
+            log.warning("the store is falling behind: pausing persistent publishers until it catches up")
+        elif not pressed and self._store_pressure:
+            log.info("the store caught up: resuming publishers")
+        self._store_pressure = pressed
+        for conn in list(self.connections):
+            if conn.published_persistent:
+                conn.pause_reading_for_store(pressed)
+
+    def _on_store_failure(self, exc: BaseException) -> None:
+        log.critical("the store failed (%s): no more confirms; shutting down so nothing unconfirmed is acked", exc)
+        self.loop.create_task(self.shutdown(f"store failure: {exc}"))
+
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stopped = asyncio.Event()
         cfg = self.config
+        await self._open_store()
         server = await self._loop.create_server(
-            lambda: BrokerConnection(self), host=cfg.host or None, port=cfg.port, reuse_address=True, backlog=1024
+            lambda: BrokerConnection(self),
+            host=cfg.host or None,
+            port=cfg.port,
+            reuse_address=True,
+            backlog=1024,
         )
         self._servers.append(server)
-        sockets = server.sockets or []
+        sockets = list(server.sockets or ())
         self.port = sockets[0].getsockname()[1] if sockets else cfg.port
         addrs = ", ".join(f"{s.getsockname()[0]}:{s.getsockname()[1]}" for s in sockets)
         log.info(
@@ -119,5 +167,10 @@ class Server:
         for s in self._servers:
             await s.wait_closed()
         self._servers.clear()
+        if self.committer is not None:
+            try:
+                await self.committer.close()
+            except Exception as exc:  # already reported by the failure callback
+                log.error("closing the store: %s", exc)
         log.info("shutdown complete")
         self._stopped.set()

@@ -126,22 +126,23 @@ class TopicTrie:
         _walk(self._root, words, 0, len(words), out, {} if self._nested_hashes else None)
 
 
-def _walk(
-    node: _Node, words: list[str], i: int, n: int, out: set[Hashable], memo: dict[_Node, int] | None
-) -> None:
+def _walk(node: _Node, words: list[str], i: int, n: int, out: set[Hashable], memo: dict[_Node, int] | None) -> None:
     """Match ``words[i:]`` below ``node``: literal steps loop, only ``*`` and ``#`` branches recurse."""
     while i < n:
         h = node.hash
         if h is not None:
             _expand_hash(h, words, i, n, out, memo)
+        nxt = node.children.get(words[i])
+        i += 1
         s = node.star
         if s is not None:
-            _walk(s, words, i + 1, n, out, memo)
-        nxt = node.children.get(words[i])
-        if nxt is None:
+            if nxt is None:
+                node = s  # only the '*' branch goes on: continue the loop rather than recurse
+                continue
+            _walk(s, words, i, n, out, memo)
+        elif nxt is None:
             return
         node = nxt
-        i += 1
     if node.dests:
         out.update(node.dests)
     h = node.hash
@@ -149,9 +150,7 @@ def _walk(
         _expand_hash(h, words, n, n, out, memo)
 
 
-def _expand_hash(
-    h: _Node, words: list[str], i: int, n: int, out: set[Hashable], memo: dict[_Node, int] | None
-) -> None:
+def _expand_hash(h: _Node, words: list[str], i: int, n: int, out: set[Hashable], memo: dict[_Node, int] | None) -> None:
     """``h`` is reached through a '#' that may swallow ``words[i:j]`` for every j in i..n."""
     stop = n
     if memo is not None:
@@ -159,7 +158,10 @@ def _expand_hash(
         if done is not None:
             if done <= i:
                 return  # an earlier start already tried every j this call would
-            stop = done  # positions done..n were expanded by that earlier (later-starting) call
+            # positions done..n were expanded by an earlier call that started later. Depth-first search
+            # reaches each '#' node from increasing starts, so this does not happen today; it keeps the memo
+            # correct should the walk order ever change.
+            stop = done
         memo[h] = i
     if h.dests:
         out.update(h.dests)  # '#' swallowing every remaining word

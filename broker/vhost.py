@@ -8,9 +8,10 @@ reaches each queue at most once per publish however the graph loops.
 from __future__ import annotations
 
 import base64
+import itertools
 import os
 from collections.abc import Callable, Collection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from broker.arguments import (
     ExchangeShape,
@@ -23,6 +24,15 @@ from broker.arguments import (
 from broker.exchange import EXCHANGE_TYPES, Exchange
 from broker.message import Message
 from broker.names import check_reserved_prefix, validate_name
+from broker.persistence import (
+    ExchangeDelete,
+    QueueDelete,
+    binding_delete,
+    binding_record,
+    exchange_record,
+    is_stored_dest,
+    queue_record,
+)
 from broker.queue import Queue
 from protocol.errors import (
     ACCESS_REFUSED,
@@ -43,6 +53,10 @@ DEFAULT_EXCHANGES = (
     ("amq.rabbitmq.trace", "topic", True),
 )
 
+if TYPE_CHECKING:
+    from storage import GroupCommitter
+    from storage.base import Definition
+
 _NO_QUEUES: tuple[Queue, ...] = ()
 
 
@@ -52,8 +66,11 @@ def server_generated_name(prefix: str) -> str:
 
 
 class VHost:
-    def __init__(self, name: str = "/") -> None:
+    def __init__(self, name: str = "/", committer: GroupCommitter | None = None, first_message_id: int = 1) -> None:
         self.name = name
+        self.committer = committer  # None: nothing is persisted (memory:// store)
+        self.persisted = False  # set when a definition change was handed to the store; the channel clears it
+        self.next_message_id = itertools.count(first_message_id).__next__
         self.exchanges: dict[str, Exchange] = {}
         self.queues: dict[str, Queue] = {}
         self.e2e_bindings = 0  # exchange-to-exchange bindings: routing walks the graph only when > 0
@@ -62,6 +79,11 @@ class VHost:
         self.exchanges[""] = default
         for xname, xtype, internal in DEFAULT_EXCHANGES:
             self.exchanges[xname] = EXCHANGE_TYPES[xtype](xname, durable=True, internal=internal)
+
+    def _persist(self, record: Definition) -> None:
+        if self.committer is not None:
+            self.committer.add_definition(record)
+            self.persisted = True
 
     # ------------------------------------------------------------------ exchanges
     def get_exchange(self, name: str) -> Exchange:
@@ -96,12 +118,19 @@ class VHost:
             validate_exchange_arguments(name, self.name, arguments)
             ex = cls(name, durable=durable, auto_delete=auto_delete, internal=internal, arguments=arguments)
             self.exchanges[name] = ex
+            if durable:
+                self._persist(exchange_record(ex))
             return ex
         check_exchange_equivalence(
             name,
             self.name,
-            ExchangeShape(existing.type_name, existing.durable, existing.auto_delete, existing.internal,
-                          existing.arguments),
+            ExchangeShape(
+                existing.type_name,
+                existing.durable,
+                existing.auto_delete,
+                existing.internal,
+                existing.arguments,
+            ),
             ExchangeShape(type_name, durable, auto_delete, internal, arguments),
         )
         return existing
@@ -124,6 +153,8 @@ class VHost:
         if self.exchanges.get(ex.name) is not ex:
             return
         del self.exchanges[ex.name]
+        if ex.durable:
+            self._persist(ExchangeDelete(ex.name))  # the store drops its bindings too
         for dest, _key, _args in list(ex.bindings()):
             if isinstance(dest, Exchange):
                 self.e2e_bindings -= 1
@@ -198,6 +229,9 @@ class VHost:
         )
         q.on_unused = self.delete_queue
         self.queues[name] = q
+        if durable and not exclusive and self.committer is not None:
+            q.store = self.committer
+            self._persist(queue_record(q))
         return q
 
     def delete_queue(self, q: Queue) -> int:
@@ -205,6 +239,8 @@ class VHost:
         if self.queues.get(q.name) is not q:
             return 0
         del self.queues[q.name]
+        if q.store is not None:
+            self._persist(QueueDelete(q.name))  # drops its stored messages and bindings
         for ex in list(self.exchanges.values()):
             if ex.unbind_all(q):
                 self._maybe_auto_delete(ex)
@@ -231,7 +267,8 @@ class VHost:
     def bind_queue(self, queue: Queue, exchange_name: str, routing_key: str, arguments: dict[str, Any]) -> None:
         ex = self._bindable_source(exchange_name)
         ex.validate_binding(arguments)
-        ex.bind(queue, routing_key, arguments)
+        if ex.bind(queue, routing_key, arguments) and ex.durable and is_stored_dest(queue):
+            self._persist(binding_record(ex, queue, routing_key, arguments))
 
     def unbind_queue(self, queue: Queue, exchange_name: str, routing_key: str, arguments: dict[str, Any]) -> None:
         if exchange_name == "":
@@ -240,6 +277,8 @@ class VHost:
         if ex is None:
             return
         if ex.unbind(queue, routing_key, arguments):
+            if ex.durable and is_stored_dest(queue):
+                self._persist(binding_delete(ex, queue, routing_key, arguments))
             self._maybe_auto_delete(ex)
 
     def bind_exchange(self, destination: str, source: str, routing_key: str, arguments: dict[str, Any]) -> None:
@@ -250,6 +289,8 @@ class VHost:
         src.validate_binding(arguments)
         if src.bind(dest, routing_key, arguments):
             self.e2e_bindings += 1
+            if src.durable and dest.durable:
+                self._persist(binding_record(src, dest, routing_key, arguments))
 
     def unbind_exchange(self, destination: str, source: str, routing_key: str, arguments: dict[str, Any]) -> None:
         if source == "" or destination == "":
@@ -260,6 +301,8 @@ class VHost:
             return
         if src.unbind(dest, routing_key, arguments):
             self.e2e_bindings -= 1
+            if src.durable and dest.durable:
+                self._persist(binding_delete(src, dest, routing_key, arguments))
             self._maybe_auto_delete(src)
 
     def _bindable_source(self, name: str) -> Exchange:

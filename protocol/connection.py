@@ -123,7 +123,16 @@ class ConnectionHandler(Protocol):
 class _Channel:
     """Per-channel framing state: content assembly and the 'closed by us, awaiting Close-Ok' flag."""
 
-    __slots__ = ("body_size", "closing", "exchange", "header", "mandatory", "parts", "received", "routing_key")
+    __slots__ = (
+        "body_size",
+        "closing",
+        "exchange",
+        "header",
+        "mandatory",
+        "parts",
+        "received",
+        "routing_key",
+    )
 
     def __init__(self) -> None:
         self.closing = False
@@ -387,7 +396,7 @@ class AMQPConnection:
         method: Frame = commands.INDEX_MAPPING[mid]()
         try:
             method.unmarshal(payload[4:])
-        except (ValueError, struct.error, IndexError, UnicodeDecodeError, exceptions.PAMQPException) as exc:
+        except (ValueError, struct.error, IndexError, RecursionError, exceptions.PAMQPException) as exc:
             code = SYNTAX_ERROR if "Unknown type" in str(exc) else FRAME_ERROR
             detail = (
                 f"cannot decode field table in {method.name}"
@@ -461,7 +470,8 @@ class AMQPConnection:
         class_id, _weight, body_size = _CONTENT_HEADER.unpack_from(payload)
         if class_id != 60:
             raise ConnectionError_(
-                UNEXPECTED_FRAME, f"expected content header for class 60, got one for class {class_id} instead"
+                UNEXPECTED_FRAME,
+                f"expected content header for class 60, got one for class {class_id} instead",
             )
         if body_size > self.max_message_size:
             chan.exchange = None
@@ -527,7 +537,8 @@ class AMQPConnection:
             return
         self.state = CLOSING
         self.send_method(
-            0, commands.Connection.Close(reply_code=code, reply_text=text, class_id=class_id, method_id=method_id)
+            0,
+            commands.Connection.Close(reply_code=code, reply_text=text, class_id=class_id, method_id=method_id),
         )
 
     def _closing_frame(self, ftype: int, channel: int, payload: bytes) -> None:
@@ -558,7 +569,10 @@ class AMQPConnection:
                 return
             if channel != 0 or (mid >> 16) != 10:
                 raise ConnectionError_(
-                    CHANNEL_ERROR, f"unexpected method in connection state {self.state}", mid >> 16, mid & 0xFFFF
+                    CHANNEL_ERROR,
+                    f"unexpected method in connection state {self.state}",
+                    mid >> 16,
+                    mid & 0xFFFF,
                 )
             if self.state == STARTING and isinstance(method, commands.Connection.StartOk):
                 self._start_ok(method)
@@ -566,17 +580,18 @@ class AMQPConnection:
                 self._tune_ok(method)
             elif self.state == OPENING and isinstance(method, commands.Connection.Open):
                 self._open(method)
-            elif self.state == RUNNING and isinstance(method, commands.Connection.CloseOk):
-                return
             elif self.state == RUNNING and isinstance(
-                method, commands.Connection.Blocked | commands.Connection.Unblocked
+                method, commands.Connection.CloseOk | commands.Connection.Blocked | commands.Connection.Unblocked
             ):
-                return
+                return  # nothing to do: an unrequested Close-Ok, or a client's view of its own flow
             elif self.state == RUNNING and isinstance(method, commands.Connection.UpdateSecret):
                 raise ConnectionError_(NOT_IMPLEMENTED, "connection.update_secret is not supported", 10, 70)
             else:
                 raise ConnectionError_(
-                    CHANNEL_ERROR, f"unexpected method in connection state {self.state}", mid >> 16, mid & 0xFFFF
+                    CHANNEL_ERROR,
+                    f"unexpected method in connection state {self.state}",
+                    mid >> 16,
+                    mid & 0xFFFF,
                 )
         except AMQPError as err:
             self._connection_error(err)
@@ -616,7 +631,9 @@ class AMQPConnection:
         self.send_method(
             0,
             commands.Connection.Tune(
-                channel_max=self.server_channel_max, frame_max=self.server_frame_max, heartbeat=self.server_heartbeat
+                channel_max=self.server_channel_max,
+                frame_max=self.server_frame_max,
+                heartbeat=self.server_heartbeat,
             ),
         )
 

@@ -94,7 +94,7 @@ class ChannelError(AMQPError):
     """A soft error: closes the channel (codes 311-406)."""
 
 
-class ConnectionError_(AMQPError):  # noqa: N801 - avoid shadowing the builtin ConnectionError
+class ConnectionError_(AMQPError):
     """A hard error: closes the connection."""
 
 

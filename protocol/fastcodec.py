@@ -82,7 +82,7 @@ _METHOD_HEAD_SSTR = struct.Struct(">BHIIB")  # frame header, method id, length o
 _METHOD_HEAD_U64 = struct.Struct(">BHIIQ?B")  # frame header, method id, tag, bit, length of a shortstr
 _METHOD_HEAD_U16 = struct.Struct(">BHIIHB")  # frame header, method id, short, length of a shortstr
 _TAG_BIT_SSTR = struct.Struct(">Q?B")  # delivery tag, redelivered, length of the next shortstr
-_U32_END = struct.Struct(">Ic")
+_U32_END = struct.Struct(">Ic")  # last long field + frame-end octet
 _END_THEN_HEADER = struct.Struct(">cBHI")  # frame-end of one frame + header of the next
 
 # Content header payload: class id, weight, body size, then the property flags and list.
@@ -105,9 +105,10 @@ def method_frame(channel: int, method: Frame) -> bytes:
 def method_id(payload: bytes) -> int:
     """``class_id << 16 | method_id`` of a method payload; ``ValueError`` when shorter than four bytes."""
     try:
-        return int(_U32.unpack_from(payload)[0])
-    except struct.error as err:
-        raise ValueError("method frame shorter than its method id") from err
+        value: int = _U32.unpack_from(payload)[0]
+        return value
+    except struct.error:
+        raise ValueError("method frame shorter than its method id") from None
 
 
 # --------------------------------------------------------------------------------------------- decoders
@@ -116,7 +117,7 @@ def method_id(payload: bytes) -> int:
 def decode_publish(payload: bytes) -> tuple[str, str, bool, bool]:
     """Basic.Publish payload -> ``(exchange, routing_key, mandatory, immediate)``.
 
-    Layout after the method id: ticket (short, ignored as pamqp's callers do), exchange, routing key, bits.
+    Layout after the method id: ticket (deprecated short, not returned), exchange, routing key, one bit octet.
     """
     try:
         end = 7 + payload[6]
@@ -198,9 +199,7 @@ def encode_get_ok(
     lr = len(routing_key)
     return b"".join(
         (
-            _METHOD_HEAD_U64.pack(
-                FRAME_METHOD, channel, 19 + le + lr, BASIC_GET_OK_ID, delivery_tag, redelivered, le
-            ),
+            _METHOD_HEAD_U64.pack(FRAME_METHOD, channel, 19 + le + lr, BASIC_GET_OK_ID, delivery_tag, redelivered, le),
             exchange,
             _U8.pack(lr),
             routing_key,
@@ -209,9 +208,7 @@ def encode_get_ok(
     )
 
 
-def encode_return(
-    channel: int, reply_code: int, reply_text: bytes, exchange: bytes, routing_key: bytes
-) -> bytes:
+def encode_return(channel: int, reply_code: int, reply_text: bytes, exchange: bytes, routing_key: bytes) -> bytes:
     """Complete Basic.Return method frame."""
     lt = len(reply_text)
     le = len(exchange)
@@ -250,9 +247,7 @@ def encode_content(channel: int, header_payload: bytes, body: bytes, frame_max: 
     chunk = frame_max - FRAME_OVERHEAD if frame_max else size
     if size <= chunk:
         if not size:
-            return b"".join(
-                (_FRAME_HEADER.pack(FRAME_HEADER, channel, len(header_payload)), header_payload, FRAME_END)
-            )
+            return b"".join((_FRAME_HEADER.pack(FRAME_HEADER, channel, len(header_payload)), header_payload, FRAME_END))
         return b"".join(
             (
                 _FRAME_HEADER.pack(FRAME_HEADER, channel, len(header_payload)),
@@ -290,13 +285,15 @@ def header_body_size(header_payload: bytes) -> int:
     """Body size announced by a raw content-header payload."""
     if len(header_payload) < 12:  # pamqp unpacks class id, weight and size together
         raise ValueError("truncated content header")
-    return int(_U64.unpack_from(header_payload, _BODY_SIZE_OFFSET)[0])
+    value: int = _U64.unpack_from(header_payload, _BODY_SIZE_OFFSET)[0]
+    return value
 
 
 def header_class_id(header_payload: bytes) -> int:
     """Class id of a raw content-header payload (must be 60 for Basic)."""
     try:
-        return int(_U16.unpack_from(header_payload)[0])
+        value: int = _U16.unpack_from(header_payload)[0]
+        return value
     except struct.error:
         raise ValueError("truncated content header") from None
 
@@ -304,7 +301,8 @@ def header_class_id(header_payload: bytes) -> int:
 def property_flags(header_payload: bytes) -> int:
     """The first 16-bit property-flags word; test it against the ``HAS_*`` bits."""
     try:
-        return int(_U16.unpack_from(header_payload, _FLAGS_OFFSET)[0])
+        value: int = _U16.unpack_from(header_payload, _FLAGS_OFFSET)[0]
+        return value
     except struct.error:
         raise ValueError("truncated content header") from None
 
@@ -423,7 +421,10 @@ def short_property(header_payload: bytes, flag: int) -> bytes | None:
 
 
 def decode_properties(header_payload: bytes) -> commands.Basic.Properties:
-    """Slow path: every property decoded by pamqp (tables, timestamps), validating the whole header."""
+    """Slow path: every property decoded by pamqp, so a malformed string, table or timestamp raises ValueError.
+
+    Like pamqp it does not check the class id or weight (see ``header_class_id``).
+    """
     content_header = pamqp_header.ContentHeader()
     try:
         content_header.unmarshal(header_payload)

@@ -58,9 +58,8 @@ class FrameReader:
     def feed(self, data: bytes) -> list[tuple[int, int, bytes]]:
         buf = self._buf
         buf += data
-        if not self._header_seen:
-            if not self._check_protocol_header():
-                return []
+        if not self._header_seen and not self._check_protocol_header():
+            return []
         frames: list[tuple[int, int, bytes]] = []
         try:
             pos = self._cut(buf, frames)
@@ -85,7 +84,8 @@ class FrameReader:
             if ftype not in _KNOWN_TYPES:
                 del buf[:pos]
                 raise ConnectionError_(
-                    FRAME_ERROR, f"type {ftype}, all octets = {erlang_octets(bytes(buf[7:7 + size]))}: unknown_frame"
+                    FRAME_ERROR,
+                    f"type {ftype}, all octets = {erlang_octets(bytes(buf[7 : 7 + size]))}: unknown_frame",
                 )
             if frame_max and size + FRAME_OVERHEAD > frame_max:
                 del buf[:pos]

@@ -18,11 +18,11 @@ FieldValue: TypeAlias = (
     | bool
     | bytes
     | bytearray
-    | None
     | decimal.Decimal
     | datetime.datetime
     | dict[str, "FieldValue"]
     | list["FieldValue"]
+    | None
 )
 FieldTable: TypeAlias = dict[str, FieldValue]
 
@@ -117,9 +117,7 @@ class BindingDelete:
     arguments: FieldTable
 
 
-Definition: TypeAlias = (
-    ExchangeRecord | ExchangeDelete | QueueRecord | QueueDelete | BindingRecord | BindingDelete
-)
+Definition: TypeAlias = ExchangeRecord | ExchangeDelete | QueueRecord | QueueDelete | BindingRecord | BindingDelete
 
 
 @dataclass(slots=True)

@@ -12,6 +12,7 @@ that segment is deleted or compacted; `_tombs` tracks that dependency.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import struct
@@ -24,7 +25,6 @@ from typing import TypeVar
 from storage.base import (
     Batch,
     Definition,
-    ExchangeDelete,
     MessageRecord,
     QueueDelete,
     QueueRecord,
@@ -36,6 +36,7 @@ from storage.codec import CodecError
 from storage.definitions import DefinitionsState
 from storage.logformat import KIND_BATCH, KIND_CHECKPOINT, Interner, LogEntry, decode_entry, encode_entry
 from storage.segments import (
+    SEGMENT_HEADER,
     SUFFIX,
     BadRegion,
     frame,
@@ -48,8 +49,6 @@ from storage.segments import (
 log = logging.getLogger("amqpd.storage")
 
 DEFAULT_SEGMENT_SIZE = 32 * 1024 * 1024
-_REF_BITS = 24
-_REF_MASK = (1 << _REF_BITS) - 1
 _T = TypeVar("_T")
 QueueMsg = tuple[int, int]  # (queue incarnation, message id)
 
@@ -82,9 +81,7 @@ class _Head:
 
 
 class EmbeddedStore:
-    def __init__(
-        self, data_dir: str, *, segment_size: int = DEFAULT_SEGMENT_SIZE, compact_below: float = 0.5
-    ) -> None:
+    def __init__(self, data_dir: str, *, segment_size: int = DEFAULT_SEGMENT_SIZE, compact_below: float = 0.5) -> None:
         self._dir = Path(data_dir)
         self._segment_size = segment_size
         self._compact_below = compact_below
@@ -99,14 +96,18 @@ class EmbeddedStore:
         self._live: dict[int, dict[int, int]] = {}
         # inc -> msg id -> segment of the mark record, or -1 when the flag sits in the enqueue record
         self._marks: dict[int, dict[int, int]] = {}
-        # msg id -> (segment << 24) | number of live enqueues; only messages with live enqueues are kept
+        # msg id -> segment of its record, for messages with at least one live enqueue. The values are the
+        # segment number objects themselves (shared), so this costs one dict entry per message.
         self._msgs: dict[int, int] = {}
+        self._shared: dict[int, int] = {}  # msg id -> live enqueue count, only while it is 2 or more
+        self._fresh: dict[int, int] = {}  # messages of the record being applied that no enqueue holds yet
         self._seg_live: dict[int, int] = {}
         self._seg_items: dict[int, int] = {}
         self._seg_defs: set[int] = set()
         self._tombs: dict[QueueMsg, tuple[int, int]] = {}  # dead enqueue -> (its segment, removal's segment)
         self._tombs_by_seg: dict[int, set[QueueMsg]] = {}
         self._replay_records: dict[int, MessageRecord] | None = None
+        self._max_seq = 0
 
     # ---- public API -------------------------------------------------------------------------------------
 
@@ -138,7 +139,10 @@ class EmbeddedStore:
         ]
         victim = min(sparse, key=lambda s: self._seg_live[s] / max(1, self._seg_items[s]), default=None)
         touched = [*dead, *([victim] if victim is not None else [])]
-        if any(s in self._seg_defs for s in touched):
+        # A checkpoint first when definitions would go, or when the head holds no record yet: the highest
+        # message id and incarnation must survive in some record.
+        head_is_empty = head.size <= SEGMENT_HEADER.size
+        if any(s in self._seg_defs for s in touched) or (touched and head_is_empty):
             await self._write_checkpoint()
         if dead:
             await self._run(lambda: self._delete_segments(dead))
@@ -204,7 +208,7 @@ class EmbeddedStore:
 
     def _roll(self) -> None:
         old = self._head
-        seq = (old.seq + 1) if old is not None else 1
+        seq = self._max_seq = self._max_seq + 1
         header, salt = new_segment_header(seq)
         fd = os.open(self._dir / segment_name(seq), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         _write_all(fd, header)
@@ -225,23 +229,20 @@ class EmbeddedStore:
             entry.definitions.append((self._apply_definition(op, None), op))
         if entry.definitions:
             self._seg_defs.add(seg)
-        for msg in net.messages:
-            if msg.msg_id not in self._msgs:
-                self._msgs[msg.msg_id] = seg << _REF_BITS
-                self._max_msg_id = max(self._max_msg_id, msg.msg_id)
+        self._fresh = fresh = {m.msg_id: seg for m in net.messages if m.msg_id not in self._msgs}
+        if fresh:
+            self._max_msg_id = max(self._max_msg_id, max(fresh))
         for queue, msg_id, delivered in net.enqueues:
             inc = self._inc_of.get(queue)
             if inc is not None and self._enqueue(inc, msg_id, delivered, seg):
                 entry.enqueues.append((inc, msg_id, delivered))
+        self._fresh = {}
         for msg in net.messages:
-            packed = self._msgs.get(msg.msg_id)
-            if packed is None or packed >> _REF_BITS != seg:
-                continue
-            if packed & _REF_MASK:
+            # Written only if an enqueue took it; otherwise every enqueue went to an unknown queue.
+            if msg.msg_id in fresh and msg.msg_id in self._msgs:
                 entry.messages.append(msg)
                 self._seg_items[seg] += 1
-            else:  # every enqueue of it was dropped (unknown queue): never written
-                del self._msgs[msg.msg_id]
+                del fresh[msg.msg_id]
         for mark in net.marks:
             inc = self._inc_of.get(mark.queue)
             if inc is not None and self._mark(inc, mark.msg_id, seg):
@@ -284,16 +285,21 @@ class EmbeddedStore:
         return inc
 
     def _enqueue(self, inc: int, msg_id: int, delivered: bool, seg: int) -> bool:
-        packed = self._msgs.get(msg_id)
         queue = self._live.setdefault(inc, {})
-        if packed is None or msg_id in queue:
+        if msg_id in queue:
             return False
+        msg_seg = self._msgs.get(msg_id)
+        if msg_seg is None:
+            msg_seg = self._fresh.get(msg_id)
+            if msg_seg is None:
+                return False  # its message record is unknown (never written, or lost to corruption)
+            self._msgs[msg_id] = msg_seg
+            self._seg_live[msg_seg] += 1
+        else:
+            self._shared[msg_id] = self._shared.get(msg_id, 1) + 1
         queue[msg_id] = seg
         self._seg_live[seg] += 1
         self._seg_items[seg] += 1
-        if packed & _REF_MASK == 0:
-            self._seg_live[packed >> _REF_BITS] += 1
-        self._msgs[msg_id] = packed + 1
         if delivered:
             self._marks.setdefault(inc, {})[msg_id] = -1
         return True
@@ -327,12 +333,14 @@ class EmbeddedStore:
         mark_seg = marks.pop(msg_id, None) if marks is not None else None
         if mark_seg is not None and mark_seg >= 0:
             self._seg_live[mark_seg] -= 1
-        packed = self._msgs[msg_id] - 1
-        if packed & _REF_MASK:
-            self._msgs[msg_id] = packed
+        refs = self._shared.get(msg_id)
+        if refs is not None:
+            if refs > 2:
+                self._shared[msg_id] = refs - 1
+            else:
+                del self._shared[msg_id]
             return
-        del self._msgs[msg_id]
-        self._seg_live[packed >> _REF_BITS] -= 1
+        self._seg_live[self._msgs.pop(msg_id)] -= 1
         if self._replay_records is not None:
             self._replay_records.pop(msg_id, None)
 
@@ -378,8 +386,6 @@ class EmbeddedStore:
             except (CodecError, struct.error, UnicodeDecodeError):
                 continue
             self._keep_live(entry, seq, kept)
-        if seq in self._seg_defs:  # only possible without a newer checkpoint; keep them all in order
-            kept.definitions = [d for d in kept.definitions]
         header, new_salt = new_segment_header(seq)
         tmp = path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -396,11 +402,10 @@ class EmbeddedStore:
         log.info("compacted segment %d: %d of %d records kept", seq, kept.item_count(), before)
 
     def _keep_live(self, entry: LogEntry, seq: int, kept: LogEntry) -> None:
-        if seq in self._seg_defs:
+        if seq in self._seg_defs:  # maintain() checkpoints first, so this is only a safety net
             kept.definitions.extend(entry.definitions)
         for msg in entry.messages:
-            packed = self._msgs.get(msg.msg_id)
-            if packed is not None and packed >> _REF_BITS == seq:
+            if self._msgs.get(msg.msg_id) == seq:
                 kept.messages.append(msg)
         for inc, msg_id, _delivered in entry.enqueues:
             if self._live.get(inc, {}).get(msg_id) == seq:
@@ -424,11 +429,19 @@ class EmbeddedStore:
             leftover.unlink()
         self._replay_records = {}
         paths = self.segment_paths()
-        for index, path in enumerate(paths):
-            self._replay_segment(path, is_last=index == len(paths) - 1)
-        for inc in [i for i in self._live if i not in set(self._inc_of.values())]:
-            self._kill_queue(inc)
-        snapshot = self._build_snapshot()
+        # Replay allocates millions of long-lived, acyclic objects; the cyclic GC would rescan them again and
+        # again for nothing.
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            for index, path in enumerate(paths):
+                self._replay_segment(path, is_last=index == len(paths) - 1)
+            for inc in [i for i in self._live if i not in set(self._inc_of.values())]:
+                self._kill_queue(inc)
+            snapshot = self._build_snapshot()
+        finally:
+            if gc_was_enabled:
+                gc.enable()
         self._replay_records = None
         if self._head is None:
             self._roll()
@@ -437,6 +450,8 @@ class EmbeddedStore:
     def _replay_segment(self, path: Path, *, is_last: bool) -> None:
         buf = path.read_bytes()
         parsed = read_segment_header(buf)
+        if path.stem.isdigit():
+            self._max_seq = max(self._max_seq, int(path.stem))
         if parsed is None:
             if is_last and len(buf) < 64:
                 log.warning("removing %s: segment creation was interrupted", path.name)
@@ -503,21 +518,24 @@ class EmbeddedStore:
             self._seg_defs.add(seq)
         records = self._replay_records
         assert records is not None
-        for msg in entry.messages:
+        fresh: dict[int, int] = {}
+        for msg in entry.messages:  # (the record header already carries the highest id)
             if msg.msg_id not in self._msgs:
-                self._msgs[msg.msg_id] = seq << _REF_BITS
+                fresh[msg.msg_id] = seq
                 records[msg.msg_id] = msg
-                self._max_msg_id = max(self._max_msg_id, msg.msg_id)
+        self._fresh = fresh
         self._seg_items[seq] += len(entry.messages)
         for inc, msg_id, delivered in entry.enqueues:
-            self._enqueue(inc, msg_id, delivered, seq)
-        for msg in entry.messages:  # a message whose enqueues are all gone is dead at once
-            packed = self._msgs.get(msg.msg_id)
-            if packed is not None and packed >> _REF_BITS == seq and not packed & _REF_MASK:
-                del self._msgs[msg.msg_id]
-                records.pop(msg.msg_id, None)
+            record = records.get(msg_id)
+            # Key the indexes with the record's own int object: one int per message, not one per index.
+            self._enqueue(inc, record.msg_id if record is not None else msg_id, delivered, seq)
+        self._fresh = {}
+        for msg_id in fresh:  # a message no enqueue took is dead at once
+            if msg_id not in self._msgs:
+                records.pop(msg_id, None)
         for inc, msg_id in entry.marks:
-            self._mark(inc, msg_id, seq)
+            if not self._mark(inc, msg_id, seq):
+                self._seg_items[seq] += 1
         for inc, msg_id in entry.removals:
             if not self._remove(inc, msg_id, seq):
                 self._seg_items[seq] += 1  # on disk but cancels nothing any more
@@ -533,7 +551,3 @@ class EmbeddedStore:
             marks = self._marks.get(inc)
             snapshot.delivered[name] = set(marks) if marks else set()
         return snapshot
-
-
-def _is_exchange_delete(op: Definition) -> bool:
-    return isinstance(op, ExchangeDelete)

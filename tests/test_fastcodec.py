@@ -6,6 +6,7 @@ payloads (arbitrary shortstr bytes, truncations, trailing garbage) on which pamq
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import decimal
 import random
@@ -14,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from pamqp import body as pamqp_body
 from pamqp import commands, exceptions
@@ -66,9 +67,7 @@ def sstr(raw: bytes) -> bytes:
 @FAST
 @given(channels, st.binary(min_size=1, max_size=300))
 def test_frame_matches_pamqp_body_frame(channel: int, data: bytes) -> None:
-    assert fc.frame(fc.FRAME_BODY, channel, data) == pamqp_frame.marshal(
-        pamqp_body.ContentBody(data), channel
-    )
+    assert fc.frame(fc.FRAME_BODY, channel, data) == pamqp_frame.marshal(pamqp_body.ContentBody(data), channel)
 
 
 @FAST
@@ -116,26 +115,33 @@ def test_encode_deliver_matches_pamqp(
     expected = pamqp_frame.marshal(
         commands.Basic.Deliver(consumer_tag, tag, redelivered, exchange, routing_key), channel
     )
-    fast = fc.encode_deliver(
-        channel, consumer_tag.encode(), tag, redelivered, exchange.encode(), routing_key.encode()
-    )
+    fast = fc.encode_deliver(channel, consumer_tag.encode(), tag, redelivered, exchange.encode(), routing_key.encode())
     assert fast == expected
 
 
 @FAST
-@given(channels, st.integers(2**63, U64 - 1), st.booleans())
-def test_encode_deliver_takes_unsigned_tags_that_pamqp_reads_back_signed(
-    channel: int, tag: int, redelivered: bool
+@given(channels, st.integers(2**63, U64 - 1), st.booleans(), st.booleans())
+@example(0, U64 - 1, True, True)
+def test_tag_encoders_write_unsigned_tags_that_pamqp_reads_back_signed(
+    channel: int, tag: int, flag: bool, requeue: bool
 ) -> None:
-    method = pamqp_decode(payload_of(fc.encode_deliver(channel, b"ctag", tag, redelivered, b"x", b"rk")))
-    assert isinstance(method, commands.Basic.Deliver)
-    assert method.delivery_tag == tag - U64
-    assert (method.consumer_tag, method.redelivered, method.exchange, method.routing_key) == (
+    deliver = pamqp_decode(payload_of(fc.encode_deliver(channel, b"ctag", tag, flag, b"x", b"rk")))
+    assert isinstance(deliver, commands.Basic.Deliver)
+    assert (deliver.consumer_tag, deliver.delivery_tag, deliver.redelivered, deliver.exchange) == (
         "ctag",
-        redelivered,
+        tag - U64,
+        flag,
         "x",
-        "rk",
     )
+    get_ok = pamqp_decode(payload_of(fc.encode_get_ok(channel, tag, flag, b"x", b"rk", 7)))
+    assert isinstance(get_ok, commands.Basic.GetOk)
+    assert (get_ok.delivery_tag, get_ok.redelivered, get_ok.message_count) == (tag - U64, flag, 7)
+    ack = pamqp_decode(payload_of(fc.encode_ack(channel, tag, flag)))
+    assert isinstance(ack, commands.Basic.Ack)
+    assert (ack.delivery_tag, ack.multiple) == (tag - U64, flag)
+    nack = pamqp_decode(payload_of(fc.encode_nack(channel, tag, flag, requeue)))
+    assert isinstance(nack, commands.Basic.Nack)
+    assert (nack.delivery_tag, nack.multiple, nack.requeue) == (tag - U64, flag, requeue)
 
 
 def test_encoders_refuse_a_shortstr_over_255_bytes() -> None:
@@ -161,21 +167,19 @@ def test_encode_nack_matches_pamqp(channel: int, tag: int, multiple: bool, reque
 
 @FAST
 @given(channels, pamqp_tags, st.booleans(), exchange_names, shortstrs, st.integers(0, 2**32 - 1))
+@example(65535, MAX_PAMQP_TAG, True, "amq.direct", "k", 2**32 - 1)
+@example(0, 0, False, "", "", 2**31)
 def test_encode_get_ok_matches_pamqp(
     channel: int, tag: int, redelivered: bool, exchange: str, routing_key: str, count: int
 ) -> None:
-    expected = pamqp_frame.marshal(
-        commands.Basic.GetOk(tag, redelivered, exchange, routing_key, count), channel
-    )
+    expected = pamqp_frame.marshal(commands.Basic.GetOk(tag, redelivered, exchange, routing_key, count), channel)
     fast = fc.encode_get_ok(channel, tag, redelivered, exchange.encode(), routing_key.encode(), count)
     assert fast == expected
 
 
 @FAST
 @given(channels, st.integers(0, 65535), shortstrs, exchange_names, shortstrs)
-def test_encode_return_matches_pamqp(
-    channel: int, code: int, text: str, exchange: str, routing_key: str
-) -> None:
+def test_encode_return_matches_pamqp(channel: int, code: int, text: str, exchange: str, routing_key: str) -> None:
     expected = pamqp_frame.marshal(commands.Basic.Return(code, text, exchange, routing_key), channel)
     assert fc.encode_return(channel, code, text.encode(), exchange.encode(), routing_key.encode()) == expected
 
@@ -204,9 +208,7 @@ def test_decode_publish_reads_what_pamqp_marshals(
 def test_decode_publish_accepts_and_refuses_exactly_what_pamqp_does(
     ticket: int, exchange: bytes, routing_key: bytes, bits: int, data: st.DataObject
 ) -> None:
-    whole = (
-        struct.pack(">IH", fc.BASIC_PUBLISH_ID, ticket) + sstr(exchange) + sstr(routing_key) + bytes([bits])
-    )
+    whole = struct.pack(">IH", fc.BASIC_PUBLISH_ID, ticket) + sstr(exchange) + sstr(routing_key) + bytes([bits])
     # Cut anywhere, keep whole, or add trailing garbage.
     payload = data.draw(
         st.one_of(
@@ -370,9 +372,7 @@ def pamqp_properties(header_payload: bytes) -> commands.Basic.Properties | None:
 
 @FAST
 @given(body_sizes, basic_properties())
-def test_properties_round_trip_through_header_payload(
-    body_size: int, props: commands.Basic.Properties
-) -> None:
+def test_properties_round_trip_through_header_payload(body_size: int, props: commands.Basic.Properties) -> None:
     header_payload = fc.encode_header_payload(body_size, props)
     assert header_payload == pamqp_header_payload(body_size, props)
     decoded = fc.decode_properties(header_payload)
@@ -459,6 +459,20 @@ def test_truncated_header_payloads_fail_wherever_pamqp_fails(
                 reader(payload)
 
 
+def test_every_short_prefix_of_a_header_payload_makes_every_reader_raise() -> None:
+    props = commands.Basic.Properties(content_type="text/plain", headers={"a": 1}, delivery_mode=2, priority=3)
+    whole = fc.encode_header_payload(5, props)
+    for n in range(14):
+        readers: list[Callable[[bytes], object]] = [fc.property_flags, fc.delivery_mode, fc.priority]
+        if n < 12:
+            readers += [fc.header_body_size, fc.decode_properties]
+        if n < 2:
+            readers.append(fc.header_class_id)
+        for reader in readers:
+            with pytest.raises(ValueError):
+                reader(whole[:n])
+
+
 def test_decode_properties_turns_runaway_table_nesting_into_value_error() -> None:
     table = b"\x00\x00\x00\x00"
     for _ in range(3000):
@@ -467,6 +481,21 @@ def test_decode_properties_turns_runaway_table_nesting_into_value_error() -> Non
     payload = struct.pack(">HHQH", 60, 0, 0, fc.HAS_HEADERS) + table
     with pytest.raises(ValueError):
         fc.decode_properties(payload)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 0xFFFF), st.binary(max_size=60))
+def test_garbage_header_payloads_raise_only_value_error(flags: int, rest: bytes) -> None:
+    payload = struct.pack(">HHQH", 60, 0, 5, flags) + rest
+    readers: list[Callable[[bytes], object]] = [
+        fc.decode_properties,
+        fc.delivery_mode,
+        fc.priority,
+        lambda h: fc.short_property(h, fc.HAS_EXPIRATION),
+    ]
+    for reader in readers:
+        with contextlib.suppress(ValueError):  # any other exception type fails the test
+            reader(payload)
 
 
 def test_short_property_refuses_a_flag_that_is_not_a_shortstr() -> None:
@@ -484,8 +513,7 @@ def pamqp_content(channel: int, props: commands.Basic.Properties, body: bytes, f
     frames = [pamqp_frame.marshal(pamqp_header.ContentHeader(0, len(body), props), channel)]
     chunk = frame_max - 8 if frame_max else max(len(body), 1)
     frames += [
-        pamqp_frame.marshal(pamqp_body.ContentBody(body[i : i + chunk]), channel)
-        for i in range(0, len(body), chunk)
+        pamqp_frame.marshal(pamqp_body.ContentBody(body[i : i + chunk]), channel) for i in range(0, len(body), chunk)
     ]
     return b"".join(frames)
 
@@ -503,9 +531,7 @@ def test_encode_content_matches_pamqp_header_and_body_frames(
 ) -> None:
     body = random.Random(seed).randbytes(size)
     header_payload = pamqp_header_payload(size, props)
-    assert fc.encode_content(channel, header_payload, body, frame_max) == pamqp_content(
-        channel, props, body, frame_max
-    )
+    assert fc.encode_content(channel, header_payload, body, frame_max) == pamqp_content(channel, props, body, frame_max)
 
 
 def test_encode_content_sends_no_body_frame_for_an_empty_body() -> None:

@@ -71,8 +71,14 @@ def m(channel: int, method: Frame) -> bytes:
 
 HANDSHAKE = (
     PROTOCOL_HEADER
-    + m(0, commands.Connection.StartOk(client_properties={"capabilities": {"authentication_failure_close": True}},
-                                       mechanism="PLAIN", response="\x00guest\x00guest"))
+    + m(
+        0,
+        commands.Connection.StartOk(
+            client_properties={"capabilities": {"authentication_failure_close": True}},
+            mechanism="PLAIN",
+            response="\x00guest\x00guest",
+        ),
+    )
     + m(0, commands.Connection.TuneOk(channel_max=2047, frame_max=131072, heartbeat=60))
     + m(0, commands.Connection.Open(virtual_host="/"))
 )
@@ -187,20 +193,46 @@ def test_channel_error_reply_carries_code_text_and_method_ids() -> None:
     ("data", "code", "text_start"),
     [
         (m(1, commands.Basic.Qos()), 504, "CHANNEL_ERROR - expected 'channel.open'"),
-        (m(1, commands.Channel.Open()) + m(1, commands.Channel.Open()), 504, "CHANNEL_ERROR - second 'channel.open'"),
+        (
+            m(1, commands.Channel.Open()) + m(1, commands.Channel.Open()),
+            504,
+            "CHANNEL_ERROR - second 'channel.open'",
+        ),
         (m(0, commands.Channel.Open()), 504, "CHANNEL_ERROR - unexpected method in connection state running"),
-        (m(1, commands.Channel.Open()) + m(1, commands.Connection.Blocked()), 503, "COMMAND_INVALID - unimplemented"),
-        (m(1, commands.Channel.Open()) + pframe.marshal(ContentBody(b"x"), 1), 505, "UNEXPECTED_FRAME - expected method"),
-        (m(1, commands.Channel.Open()) + m(1, commands.Basic.Publish()) + m(1, commands.Basic.Qos()), 505,
-         "UNEXPECTED_FRAME - expected content header"),
+        (
+            m(1, commands.Channel.Open()) + m(1, commands.Connection.Blocked()),
+            503,
+            "COMMAND_INVALID - unimplemented",
+        ),
+        (
+            m(1, commands.Channel.Open()) + pframe.marshal(ContentBody(b"x"), 1),
+            505,
+            "UNEXPECTED_FRAME - expected method",
+        ),
+        (
+            m(1, commands.Channel.Open()) + m(1, commands.Basic.Publish()) + m(1, commands.Basic.Qos()),
+            505,
+            "UNEXPECTED_FRAME - expected content header",
+        ),
         (b"\x01\x00\x01\x00\x00\x00\x04\x00\x63\x00\x0a\xce", 540, "NOT_IMPLEMENTED - unknown class 99"),
         (b"\x01\x00\x00\x00\x00\x00\x04\x00\x3c\x03\xe7\xce", 503, "COMMAND_INVALID - unknown method 999"),
         (b"\x08\x00\x01\x00\x00\x00\x00\xce", 505, "UNEXPECTED_FRAME - type 8"),
-        (b"\x09\x00\x00\x00\x00\x00\x04abcd\xce", 501, 'FRAME_ERROR - type 9, all octets = <<"abcd">>: unknown_frame'),
+        (
+            b"\x09\x00\x00\x00\x00\x00\x04abcd\xce",
+            501,
+            'FRAME_ERROR - type 9, all octets = <<"abcd">>: unknown_frame',
+        ),
         (b"\x01\x00\x00\x00\x00\x00\x04\x00\x0a\x00\x33\x00", 501, "FRAME_ERROR - type 1"),
-        (b"\x03\x00\x01\x00\x02\x00\x00", 501, "FRAME_ERROR - type 3, all octets = <<>>: {frame_too_large,131072,"),
-        (m(1, commands.Channel.Open()) + m(1, commands.Basic.Publish(immediate=True)), 540,
-         "NOT_IMPLEMENTED - immediate=true"),
+        (
+            b"\x03\x00\x01\x00\x02\x00\x00",
+            501,
+            "FRAME_ERROR - type 3, all octets = <<>>: {frame_too_large,131072,",
+        ),
+        (
+            m(1, commands.Channel.Open()) + m(1, commands.Basic.Publish(immediate=True)),
+            540,
+            "NOT_IMPLEMENTED - immediate=true",
+        ),
     ],
 )
 def test_connection_level_errors_send_connection_close(data: bytes, code: int, text_start: str) -> None:
@@ -244,9 +276,12 @@ def test_field_table_with_unknown_type_is_a_syntax_error() -> None:
 def test_channel_max_is_enforced_by_count() -> None:
     rec = Recorder()
     conn = AMQPConnection(rec)
-    conn.receive_data(HANDSHAKE.replace(
-        m(0, commands.Connection.TuneOk(channel_max=2047, frame_max=131072, heartbeat=60)),
-        m(0, commands.Connection.TuneOk(channel_max=2, frame_max=131072, heartbeat=60))))
+    conn.receive_data(
+        HANDSHAKE.replace(
+            m(0, commands.Connection.TuneOk(channel_max=2047, frame_max=131072, heartbeat=60)),
+            m(0, commands.Connection.TuneOk(channel_max=2, frame_max=131072, heartbeat=60)),
+        )
+    )
     conn.data_to_send()
     conn.receive_data(m(1, commands.Channel.Open()) + m(5, commands.Channel.Open()) + m(6, commands.Channel.Open()))
     _, close = last_close(conn)
@@ -254,15 +289,21 @@ def test_channel_max_is_enforced_by_count() -> None:
     assert "number of channels opened (2) has reached the negotiated channel_max (2)" in close.reply_text
 
 
-@pytest.mark.parametrize(("frame_max", "text"), [
-    (1000, "negotiated frame_max = 1000 is lower than the minimum allowed value (4096)"),
-    (0, "negotiated frame_max = 0 (no limit) is higher than the maximum allowed value (131072)"),
-])
+@pytest.mark.parametrize(
+    ("frame_max", "text"),
+    [
+        (1000, "negotiated frame_max = 1000 is lower than the minimum allowed value (4096)"),
+        (0, "negotiated frame_max = 0 (no limit) is higher than the maximum allowed value (131072)"),
+    ],
+)
 def test_bad_tune_ok_gets_530_instead_of_a_silent_close(frame_max: int, text: str) -> None:
     conn = AMQPConnection(Recorder())
-    conn.receive_data(HANDSHAKE.replace(
-        m(0, commands.Connection.TuneOk(channel_max=2047, frame_max=131072, heartbeat=60)),
-        m(0, commands.Connection.TuneOk(channel_max=2047, frame_max=frame_max, heartbeat=60))))
+    conn.receive_data(
+        HANDSHAKE.replace(
+            m(0, commands.Connection.TuneOk(channel_max=2047, frame_max=131072, heartbeat=60)),
+            m(0, commands.Connection.TuneOk(channel_max=2047, frame_max=frame_max, heartbeat=60)),
+        )
+    )
     _, close = last_close(conn)
     assert close.reply_code == 530 and text in close.reply_text
 

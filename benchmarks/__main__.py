@@ -1,0 +1,241 @@
+"""amqpd-bench: load generator and scenario suite, optionally side by side with a reference broker.
+
+    python -m benchmarks perf [--url URL] -x 2 -y 2 --size 1024 --ack multiple --prefetch 500
+    python -m benchmarks run --scenario 1p1c-ack-p1000 [--compare amqp://guest:guest@127.0.0.1:5682/]
+    python -m benchmarks suite [--compare URL] [--quick] [--json]
+    python -m benchmarks list
+
+Without ``--url`` amqpd is started here as a subprocess on a free loopback port (a fresh one per scenario), so
+its memory and CPU can be read from /proc.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shlex
+import sys
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+from benchmarks.perf import ACK_MODES, EXCHANGE_TYPES, PerfConfig, run_perf
+from benchmarks.report import CONVENTION, environment, ratio, table_rows, text_table, write_results
+from benchmarks.scenarios import SCENARIOS, Scenario, Timing
+from benchmarks.targets import Target, external_target, start_amqpd, stop_target
+
+
+def _run(coro: Coroutine[Any, Any, int]) -> int:
+    try:
+        import uvloop
+
+        return uvloop.run(coro)
+    except ImportError:
+        return asyncio.run(coro)
+
+
+# ---------------------------------------------------------------------------------------------- perf
+def _add_perf_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--publishers", "-x", type=int, default=1)
+    p.add_argument("--consumers", "-y", type=int, default=1)
+    p.add_argument("--queues", "-u", type=int, default=1)
+    p.add_argument("--size", "-s", type=int, default=16, help="message body size in bytes")
+    p.add_argument("--persistent", action="store_true", help="delivery mode 2 and durable queues")
+    p.add_argument("--confirm", "-c", type=int, default=0, metavar="WINDOW", help="publisher confirms window")
+    p.add_argument("--prefetch", "-q", type=int, default=0, help="basic.qos prefetch count (0 = unlimited)")
+    p.add_argument(
+        "--ack",
+        choices=ACK_MODES,
+        default="auto",
+        help="auto = no-ack; manual = one ack per message; multiple = ack with multiple=True",
+    )
+    p.add_argument("--ack-every", type=int, default=0, help="multiple: ack at least every N deliveries")
+    p.add_argument("--exchange-type", "-t", choices=EXCHANGE_TYPES, default="direct")
+    p.add_argument("--rate", "-r", type=float, default=0.0, help="msg/s per publisher (0 = unlimited)")
+    p.add_argument("--duration", "-z", type=float, default=10.0, help="seconds of publishing")
+    p.add_argument("--pmessages", "-C", type=int, default=0, help="messages per publisher (0 = unlimited)")
+    p.add_argument("--latency", action="store_true", help="timestamp every message and report latency")
+    p.add_argument("--client", choices=("raw", "aio-pika"), default="raw")
+
+
+async def _perf(args: argparse.Namespace) -> int:
+    target = await (external_target(args.url, "broker") if args.url else start_amqpd(args.amqpd_cmd))
+    try:
+        cfg = PerfConfig(
+            url=target.url,
+            publishers=args.publishers,
+            consumers=args.consumers,
+            queues=args.queues,
+            size=args.size,
+            persistent=args.persistent,
+            confirm=args.confirm,
+            prefetch=args.prefetch,
+            ack=args.ack,
+            ack_every=args.ack_every,
+            exchange_type=args.exchange_type,
+            rate=args.rate,
+            duration=args.duration,
+            pmessages=args.pmessages,
+            latency=args.latency,
+            client=args.client,
+            broker_pid=target.pid,
+            label=target.name,
+        )
+        result = await run_perf(cfg)
+    finally:
+        stop_target(target)
+    result["broker"] = {"product": target.product, "version": target.version}
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        for key, value in result.items():
+            print(f"{key:>18}  {value:,.1f}" if isinstance(value, float) else f"{key:>18}  {value}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- scenarios
+async def _one(
+    scenario: Scenario, target: Target, timing: Timing, client: str, progress: bool
+) -> dict[str, Any]:
+    try:
+        return await asyncio.wait_for(scenario.fn(target, timing, client, progress), 400)
+    except Exception as e:  # one failing scenario must not lose the others' results
+        return {"error": f"{type(e).__name__}: {e}"}
+
+
+async def _scenarios(args: argparse.Namespace, names: list[str], set_name: str) -> int:
+    timing = Timing.for_mode(args.quick)
+    reference = await external_target(args.compare, "reference") if args.compare else None
+    fixed = await external_target(args.url, "broker") if args.url else None
+    targets = ["amqpd" if fixed is None else "broker"] + (["reference"] if reference else [])
+    brokers: dict[str, dict[str, Any]] = {}
+    doc_scenarios: list[dict[str, Any]] = []
+    progress = not args.no_progress
+    for i, name in enumerate(names):
+        sc = SCENARIOS[name]
+        results: dict[str, dict[str, Any]] = {}
+        order = targets if i % 2 == 0 else list(reversed(targets))  # alternate who goes first
+        for tname in order:
+            if tname == "reference":
+                assert reference is not None
+                target = reference
+            elif fixed is not None:
+                target = fixed
+            else:
+                target = await start_amqpd(args.amqpd_cmd)
+            brokers[tname] = {
+                "product": target.product,
+                "version": target.version,
+                "url": target.url,
+                "pid_known": target.pid is not None,
+            }
+            if progress:
+                print(
+                    f"== {name} on {tname} ({target.product} {target.version})", file=sys.stderr, flush=True
+                )
+            try:
+                results[tname] = await _one(sc, target, timing, args.client, progress)
+            finally:
+                if target.proc is not None:
+                    stop_target(target)
+        ratios: dict[str, float | None] = {}
+        if reference is not None:
+            for m in sc.headline:
+                ratios[m.key] = ratio(
+                    results[targets[0]].get(m.key), results["reference"].get(m.key), m.higher_is_better
+                )
+        doc_scenarios.append(
+            {
+                "name": name,
+                "description": sc.description,
+                "headline": [
+                    {"key": m.key, "unit": m.unit, "higher_is_better": m.higher_is_better}
+                    for m in sc.headline
+                ],
+                "results": results,
+                "ratios": ratios,
+            }
+        )
+    doc: dict[str, Any] = {
+        "set": set_name + ("-quick" if args.quick else ""),
+        "command": "python -m benchmarks " + shlex.join(sys.argv[1:] if args.argv is None else args.argv),
+        "quick": args.quick,
+        "client": args.client,
+        "convention": CONVENTION,
+        "targets": targets,
+        "environment": environment(brokers),
+        "scenarios": doc_scenarios,
+    }
+    head, rows = table_rows(doc)
+    table = text_table(head, rows)
+    if not args.no_save:
+        json_path, md_path = write_results(doc, Path(args.results_dir) if args.results_dir else None)
+        print(f"results: {json_path} {md_path}", file=sys.stderr)
+    if args.json:
+        print(table, file=sys.stderr)
+        print(json.dumps(doc, indent=2, default=str))
+    else:
+        print(table)
+        if reference is not None:
+            print(CONVENTION)
+    failed = any("error" in r for sc in doc_scenarios for r in sc["results"].values())
+    return 1 if failed else 0
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="amqpd-bench", description=__doc__.split("\n\n")[0] if __doc__ else None)
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--url", help="benchmark this running broker instead of starting amqpd")
+        sp.add_argument("--amqpd-cmd", help="command that runs amqpd; {port} is replaced by the chosen port")
+        sp.add_argument("--json", action="store_true", help="print results as JSON on stdout")
+
+    perf = sub.add_parser("perf", help="free-form load generator (PerfTest-like flags)")
+    common(perf)
+    _add_perf_flags(perf)
+
+    for name, helptext in (("run", "run one scenario"), ("suite", "run every scenario")):
+        sp = sub.add_parser(name, help=helptext)
+        common(sp)
+        if name == "run":
+            sp.add_argument("--scenario", required=True, choices=sorted(SCENARIOS))
+        else:
+            sp.add_argument("--only", help="comma-separated scenario names")
+        sp.add_argument(
+            "--compare", metavar="URL", help="also run each scenario against this reference broker"
+        )
+        sp.add_argument("--quick", action="store_true", help="shorten every scenario (smoke test)")
+        sp.add_argument("--client", choices=("raw", "aio-pika"), default="raw")
+        sp.add_argument("--no-save", action="store_true", help="do not write benchmarks/results/*")
+        sp.add_argument("--results-dir", help="where to write the .json and .md results")
+        sp.add_argument("--no-progress", action="store_true", help="no per-second progress on stderr")
+    sub.add_parser("list", help="list the scenarios")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    args.argv = argv
+    if args.cmd == "list":
+        for sc in SCENARIOS.values():
+            print(f"{sc.name:22} {sc.description}")
+        return 0
+    if args.cmd == "perf":
+        return _run(_perf(args))
+    if args.cmd == "run":
+        return _run(_scenarios(args, [args.scenario], args.scenario))
+    names = list(SCENARIOS)
+    if args.only:
+        names = [n.strip() for n in args.only.split(",") if n.strip()]
+        unknown = [n for n in names if n not in SCENARIOS]
+        if unknown:
+            print(f"unknown scenarios: {', '.join(unknown)}", file=sys.stderr)
+            return 2
+    return _run(_scenarios(args, names, "suite" if not args.only else "custom"))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,339 @@
+"""Unit tests for the embedded segment-log store."""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import logging
+from pathlib import Path
+
+import pytest
+
+import storage.embedded
+from storage import (
+    Batch,
+    BindingRecord,
+    DeliveredMark,
+    Enqueue,
+    ExchangeRecord,
+    MessageRecord,
+    QueueDelete,
+    QueueRecord,
+    Remove,
+    open_store,
+)
+from storage.base import FieldTable
+from storage.embedded import EmbeddedStore
+from storage.memory import MemoryStore
+from storage.segments import GoodRecord, read_segment_header, scan
+
+PROPS = b"\x10\x00\x02"  # property flags with delivery-mode set, delivery-mode = 2
+
+
+def msg(msg_id: int, body: bytes = b"0123456789abcdef") -> MessageRecord:
+    return MessageRecord(msg_id, "ex", "rk", PROPS, body, 1_700_000_000_000 + msg_id)
+
+
+def publish(msg_id: int, *queues: str, body: bytes = b"0123456789abcdef") -> Batch:
+    return Batch(messages=[msg(msg_id, body)], enqueues=[Enqueue(q, msg_id) for q in queues])
+
+
+def declare(*names: str) -> Batch:
+    return Batch(definitions=[QueueRecord(n, True, False, {}) for n in names])
+
+
+def records_of(path: Path) -> list[GoodRecord]:
+    buf = path.read_bytes()
+    header = read_segment_header(buf)
+    assert header is not None
+    return [r for r in scan(buf, header[0]) if isinstance(r, GoodRecord)]
+
+
+async def reopen(store: EmbeddedStore, data_dir: Path, **kwargs: int) -> tuple[EmbeddedStore, list[int]]:
+    await store.close()
+    fresh = EmbeddedStore(str(data_dir), **kwargs)
+    snap = await fresh.open()
+    return fresh, [m.msg_id for m in snap.messages.get("q", [])]
+
+
+async def test_definitions_and_field_tables_round_trip_exactly(tmp_path: Path) -> None:
+    args: FieldTable = {
+        "s": "text",
+        "i": 7,
+        "big": 2**70,
+        "f": 0.1,
+        "t": True,
+        "n": None,
+        "b": b"\x00\xff",
+        "ba": bytearray(b"x"),
+        "d": decimal.Decimal("1.25"),
+        "ts": datetime.datetime(2024, 5, 1, 12, 0, tzinfo=datetime.UTC),
+        "nested": {"l": [1, "a", {"k": 2.5}]},
+    }
+    store = EmbeddedStore(str(tmp_path))
+    await store.open()
+    exchange = ExchangeRecord("ex", "topic", True, False, False, args)
+    binding = BindingRecord("ex", "q", False, "a.#", args)
+    await store.commit(Batch(definitions=[exchange, QueueRecord("q", True, False, args), binding]))
+    await store.close()
+    snap = await EmbeddedStore(str(tmp_path)).open()
+    assert snap.exchanges == {"ex": exchange}
+    assert snap.queues["q"].arguments == args
+    assert snap.bindings == [binding]
+
+
+async def test_messages_come_back_in_order_with_their_wire_bytes(tmp_path: Path) -> None:
+    store = EmbeddedStore(str(tmp_path))
+    await store.open()
+    await store.commit(declare("q"))
+    for i in range(1, 6):
+        await store.commit(publish(i, "q", body=bytes([i]) * i))
+    await store.commit(Batch(removals=[Remove("q", 2)]))
+    store, ids = await reopen(store, tmp_path)
+    assert ids == [1, 3, 4, 5]
+    await store.close()
+    snap = await EmbeddedStore(str(tmp_path)).open()
+    assert snap.messages["q"][1] == msg(3, b"\x03\x03\x03")
+    assert snap.next_message_id == 6
+
+
+async def test_fanned_out_message_is_stored_once_and_shared(tmp_path: Path) -> None:
+    store = EmbeddedStore(str(tmp_path))
+    await store.open()
+    await store.commit(declare("a", "b", "c"))
+    size_before = store.head_path.stat().st_size
+    await store.commit(publish(1, "a", "b", "c", body=b"x" * 100_000))
+    assert store.head_path.stat().st_size - size_before < 101_000
+    await store.close()
+    snap = await EmbeddedStore(str(tmp_path)).open()
+    assert snap.messages["a"][0] is snap.messages["b"][0] is snap.messages["c"][0]
+
+
+async def test_segment_is_deleted_once_every_message_in_it_is_acked(tmp_path: Path) -> None:
+    store = EmbeddedStore(str(tmp_path), segment_size=4096)
+    await store.open()
+    await store.commit(declare("q"))
+    for i in range(1, 120):
+        await store.commit(publish(i, "q"))
+    first_segments = store.segment_paths()[:-1]
+    assert len(first_segments) >= 3
+    for i in range(1, 120):
+        await store.commit(Batch(removals=[Remove("q", i)]))
+    await store.maintain()
+    assert not any(p.exists() for p in first_segments)
+    store, ids = await reopen(store, tmp_path)
+    assert ids == []
+    await store.close()
+    snap = await EmbeddedStore(str(tmp_path)).open()
+    assert set(snap.queues) == {"q"}  # definitions survived the deletion of the segment that held them
+    assert snap.next_message_id == 120  # ids are never handed out twice
+
+
+async def test_sparse_segment_is_compacted_keeping_live_records(tmp_path: Path) -> None:
+    store = EmbeddedStore(str(tmp_path), segment_size=64 * 1024, compact_below=0.5)
+    await store.open()
+    await store.commit(declare("q"))
+    for i in range(1, 101):
+        await store.commit(publish(i, "q", body=b"y" * 500))
+    old = store.head_path
+    await store.commit(Batch(marks=[DeliveredMark("q", 100)]))
+    store._segment_size = 1  # force a roll so `old` is no longer the head
+    await store.commit(publish(101, "q"))
+    assert store.head_path != old
+    await store.commit(Batch(removals=[Remove("q", i) for i in range(1, 101) if i % 10]))
+    size_before = old.stat().st_size
+    await store.maintain()
+    assert old.stat().st_size < size_before / 4
+    store, ids = await reopen(store, tmp_path)
+    assert ids == [*range(10, 101, 10), 101]
+    await store.close()
+    snap = await EmbeddedStore(str(tmp_path)).open()
+    assert snap.delivered["q"] == {100}
+
+
+async def test_torn_tail_is_truncated_and_earlier_records_survive(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = EmbeddedStore(str(tmp_path))
+    await store.open()
+    await store.commit(declare("q"))
+    for i in range(1, 4):
+        await store.commit(publish(i, "q"))
+    head = store.head_path
+    await store.close()
+    last = records_of(head)[-1]
+    with head.open("r+b") as f:
+        f.truncate(last.start + (last.end - last.start) // 2)
+    caplog.set_level(logging.WARNING, logger="amqpd.storage")
+    store = EmbeddedStore(str(tmp_path))
+    snap = await store.open()
+    assert [m.msg_id for m in snap.messages["q"]] == [1, 2]
+    assert "torn tail" in caplog.text
+    assert head.stat().st_size == last.start
+    await store.commit(publish(4, "q"))  # appending after the repaired tail works
+    store, ids = await reopen(store, tmp_path)
+    assert ids == [1, 2, 4]
+    await store.close()
+
+
+@pytest.mark.parametrize("where", ["payload", "header"])
+async def test_corrupt_middle_record_is_logged_and_skipped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, where: str
+) -> None:
+    store = EmbeddedStore(str(tmp_path))
+    await store.open()
+    await store.commit(declare("q"))
+    for i in range(1, 6):
+        await store.commit(publish(i, "q"))
+    head = store.head_path
+    await store.close()
+    victim = records_of(head)[3]  # the record publishing message 3
+    offset = victim.end - 2 if where == "payload" else victim.start + 5
+    data = bytearray(head.read_bytes())
+    data[offset] ^= 0xFF
+    head.write_bytes(bytes(data))
+    caplog.set_level(logging.WARNING, logger="amqpd.storage")
+    snap = await EmbeddedStore(str(tmp_path)).open()
+    assert [m.msg_id for m in snap.messages["q"]] == [1, 2, 4, 5]
+    assert f"at offset {victim.start}" in caplog.text
+    assert any(r.levelno == logging.ERROR and r.name == "amqpd.storage" for r in caplog.records)
+
+
+async def test_each_batch_costs_exactly_one_fsync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = EmbeddedStore(str(tmp_path))
+    await store.open()
+    await store.commit(declare("a", "b"))
+    calls: list[int] = []
+    real = storage.embedded._fsync
+
+    def counting_fsync(fd: int) -> None:
+        calls.append(fd)
+        real(fd)
+
+    monkeypatch.setattr(storage.embedded, "_fsync", counting_fsync)
+    batch = Batch(
+        messages=[msg(i) for i in range(1, 500)],
+        enqueues=[Enqueue(q, i) for i in range(1, 500) for q in ("a", "b")],
+    )
+    await store.commit(batch)
+    assert len(calls) == 1
+    await store.commit(Batch(removals=[Remove("a", i) for i in range(1, 500)], marks=[DeliveredMark("b", 1)]))
+    assert len(calls) == 2
+    await store.close()
+
+
+async def test_deleted_then_redeclared_queue_does_not_get_old_messages_back(tmp_path: Path) -> None:
+    store = EmbeddedStore(str(tmp_path))
+    await store.open()
+    await store.commit(declare("q"))
+    await store.commit(publish(1, "q"))
+    await store.commit(Batch(definitions=[QueueDelete("q"), QueueRecord("q", True, False, {"v": 2})]))
+    await store.commit(publish(2, "q"))
+    store, ids = await reopen(store, tmp_path)
+    assert ids == [2]
+    await store.close()
+
+
+async def test_enqueue_into_undeclared_queue_is_ignored(tmp_path: Path) -> None:
+    store = EmbeddedStore(str(tmp_path))
+    await store.open()
+    size = store.head_path.stat().st_size
+    await store.commit(publish(1, "nowhere"))
+    assert store.head_path.stat().st_size == size
+    await store.close()
+
+
+async def test_delivered_mark_survives_restart(tmp_path: Path) -> None:
+    store = EmbeddedStore(str(tmp_path))
+    await store.open()
+    await store.commit(declare("q"))
+    await store.commit(publish(1, "q"))
+    await store.commit(publish(2, "q"))
+    await store.commit(Batch(marks=[DeliveredMark("q", 2)]))
+    await store.close()
+    snap = await EmbeddedStore(str(tmp_path)).open()
+    assert snap.delivered["q"] == {2}
+
+
+async def test_open_store_picks_backend_by_scheme(tmp_path: Path) -> None:
+    assert isinstance(open_store("memory://", str(tmp_path)), MemoryStore)
+    assert isinstance(open_store("", str(tmp_path)), EmbeddedStore)
+    assert isinstance(open_store("file://", str(tmp_path)), EmbeddedStore)
+    memory = open_store("memory://", str(tmp_path))
+    await memory.commit(declare("q"))
+    assert (await memory.open()).queues == {}
+
+
+async def test_record_image_inside_a_body_is_never_replayed(tmp_path: Path) -> None:
+    """Resynchronising after a damaged header must not pick up a record hidden in a message body."""
+    fake = EmbeddedStore(str(tmp_path / "other"))
+    await fake.open()
+    await fake.commit(declare("evil"))
+    evil_record = records_of(fake.head_path)[-1]
+    evil_bytes = fake.head_path.read_bytes()[evil_record.start : evil_record.end]
+    await fake.close()
+
+    store = EmbeddedStore(str(tmp_path / "real"))
+    await store.open()
+    await store.commit(declare("q"))
+    await store.commit(publish(1, "q", body=evil_bytes * 3))
+    await store.commit(publish(2, "q"))
+    head = store.head_path
+    await store.close()
+    victim = records_of(head)[1]
+    data = bytearray(head.read_bytes())
+    data[victim.start + 3] ^= 0x40  # damage the length field: the scanner has to resynchronise
+    head.write_bytes(bytes(data))
+    snap = await EmbeddedStore(str(tmp_path / "real")).open()
+    assert set(snap.queues) == {"q"}
+    assert [m.msg_id for m in snap.messages["q"]] == [2]
+
+
+async def test_interrupted_compaction_leaves_the_original_segment_in_charge(tmp_path: Path) -> None:
+    store = EmbeddedStore(str(tmp_path))
+    await store.open()
+    await store.commit(declare("q"))
+    await store.commit(publish(1, "q"))
+    head = store.head_path
+    await store.close()
+    head.with_suffix(".tmp").write_bytes(b"half a compacted segment")
+    snap = await EmbeddedStore(str(tmp_path)).open()
+    assert [m.msg_id for m in snap.messages["q"]] == [1]
+    assert not head.with_suffix(".tmp").exists()
+
+
+async def test_fanned_out_message_outlives_its_ack_in_one_queue_through_compaction(tmp_path: Path) -> None:
+    store = EmbeddedStore(str(tmp_path), segment_size=4096)
+    await store.open()
+    await store.commit(declare("a", "b"))
+    await store.commit(publish(1, "a", "b", body=b"shared"))
+    for i in range(2, 60):
+        await store.commit(publish(i, "a"))
+    await store.commit(Batch(removals=[Remove("a", i) for i in range(1, 60)]))
+    for _ in range(5):
+        await store.maintain()
+    await store.close()
+    snap = await EmbeddedStore(str(tmp_path)).open()
+    assert snap.messages["a"] == []
+    assert snap.messages["b"] == [msg(1, b"shared")]
+
+
+async def test_group_committer_over_the_embedded_store_end_to_end(tmp_path: Path) -> None:
+    from storage import GroupCommitter
+
+    store = EmbeddedStore(str(tmp_path))
+    await store.open()
+    committer = GroupCommitter(store)
+    committer.add_definition(QueueRecord("q", True, False, {}))
+    confirmed: list[int] = []
+    for i in range(1, 1001):
+        committer.add_message(msg(i))
+        committer.add_enqueue("q", i)
+        committer.on_durable(lambda i=i: confirmed.append(i))  # type: ignore[misc]
+        if i % 3 == 0:
+            committer.add_remove("q", i)
+    await committer.flush()
+    assert confirmed == list(range(1, 1001))
+    await committer.close()
+    snap = await EmbeddedStore(str(tmp_path)).open()
+    assert [m.msg_id for m in snap.messages["q"]] == [i for i in range(1, 1001) if i % 3]
