@@ -51,6 +51,19 @@ class CpuMeter:
         return (cpu_seconds(self.pid) - self._c0) / wall if wall > 0 else 0.0
 
 
+def open_files_limit(pid: int) -> int | None:
+    """The soft RLIMIT_NOFILE of a process (None if unknown or unlimited)."""
+    try:
+        with open(f"/proc/{pid}/limits") as f:
+            for line in f:
+                if line.startswith("Max open files"):
+                    soft = line.split()[3]
+                    return int(soft) if soft.isdigit() else None
+    except OSError:
+        pass
+    return None
+
+
 def listening_pid(port: int) -> int | None:
     """The pid of the process that listens on TCP ``port`` (needs permission to read other processes' fds)."""
     inodes: set[str] = set()

@@ -26,7 +26,7 @@ from benchmarks.perf import (
     run_perf,
     undeclare,
 )
-from benchmarks.procstats import CpuMeter, rss_bytes
+from benchmarks.procstats import CpuMeter, open_files_limit, rss_bytes
 from benchmarks.rawclient import RawConnection, encode_publish, split_publish
 from benchmarks.targets import Target
 
@@ -245,6 +245,11 @@ async def _settled_rss(pid: int | None, pause: float = 1.0) -> int:
 async def idle_connections(target: Target, t: Timing, client: str, progress: bool) -> dict[str, Any]:
     """Open N idle connections (each with one open channel, as client libraries do), then run a small load."""
     n = t.idle_connections
+    fd_limit = open_files_limit(target.pid) if target.pid else None
+    if fd_limit is not None and n > fd_limit * 3 // 4:
+        # A broker that runs out of file descriptors can fail in ways that outlive the test (RabbitMQ's
+        # database did, once): stay well below its limit and report the cap.
+        n = fd_limit * 3 // 4
     rss0 = await _settled_rss(target.pid, 0.5)
     conns: list[RawConnection] = []
     failures: list[str] = []
@@ -268,7 +273,9 @@ async def idle_connections(target: Target, t: Timing, client: str, progress: boo
         open_s = loop.time() - t0
         rss1 = await _settled_rss(target.pid, 1.0)
         if progress:
-            print(f"{target.name}:idle opened {len(conns)}/{n} connections in {open_s:.1f} s", file=sys.stderr)
+            print(
+                f"{target.name}:idle opened {len(conns)}/{n} connections in {open_s:.1f} s", file=sys.stderr
+            )
         opened = len(conns)
         if failures:
             # make room for the load's own connections
@@ -289,7 +296,9 @@ async def idle_connections(target: Target, t: Timing, client: str, progress: boo
 
         await asyncio.gather(*(close_one(c) for c in conns))
     return {
-        "connections_requested": n,
+        "connections_requested": t.idle_connections,
+        "connections_attempted": n,
+        "broker_fd_limit": fd_limit,
         "connections_opened": opened,
         "connection_failures": len(failures),
         "first_failure": failures[0] if failures else "",

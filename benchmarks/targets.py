@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 
@@ -67,27 +68,32 @@ async def start_amqpd(command: str | None = None) -> Target:
     port = free_port()
     cmd = amqpd_command(port, command)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    # the broker's log goes to a file, not a pipe: nobody drains a pipe during a run, and a full one would stall it
+    log = tempfile.TemporaryFile()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, env=env)
     url = f"amqp://guest:guest@127.0.0.1:{port}/"
     deadline = time.monotonic() + START_TIMEOUT
-    while True:
-        if proc.poll() is not None:
-            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-            raise RuntimeError(
-                f"amqpd exited with {proc.returncode} at start: {' '.join(cmd)}\n{err[-2000:]}"
-            )
-        try:
-            _r, w = await asyncio.open_connection("127.0.0.1", port)
-            w.close()
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                stop_amqpd_proc(proc)
-                raise RuntimeError(f"amqpd did not listen on {port} within {START_TIMEOUT:.0f} s") from None
-            await asyncio.sleep(0.05)
-    # stderr is only read on failure; let the broker's log go nowhere so a full pipe cannot stall it
-    if proc.stderr is not None:
-        proc.stderr.close()
+    try:
+        while True:
+            if proc.poll() is not None:
+                log.seek(0)
+                err = log.read().decode(errors="replace")
+                raise RuntimeError(
+                    f"amqpd exited with {proc.returncode} at start: {shlex.join(cmd)}\n{err[-2000:]}"
+                )
+            try:
+                _r, w = await asyncio.open_connection("127.0.0.1", port)
+                w.close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    stop_amqpd_proc(proc)
+                    raise RuntimeError(
+                        f"amqpd did not listen on {port} within {START_TIMEOUT:.0f} s"
+                    ) from None
+                await asyncio.sleep(0.05)
+    finally:
+        log.close()  # the child keeps its own descriptor
     target = Target("amqpd", url, pid=proc.pid, proc=proc)
     await target.probe()
     return target

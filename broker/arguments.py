@@ -1,15 +1,14 @@
-"""Validation and equivalence rules for declare arguments and the ``expiration`` property, with RabbitMQ 3.x
-texts.
+"""Declare-argument rules, redeclare equivalence and the ``expiration`` property, with RabbitMQ 3.x texts.
 
-Everything here is pure: a function either returns or raises the :class:`~protocol.errors.AMQPError` RabbitMQ would
-answer with, carrying the exact reply text. Texts were checked against RabbitMQ 3.10.8 on the wire; where RabbitMQ
-crashes (541, reset) we raise the precise 406 the surrounding code intends instead. Raised errors carry class/method
-0/0: the caller fills them in with ``AMQPError.with_method``.
+Everything here is pure: a function returns, or raises the :class:`~protocol.errors.AMQPError` RabbitMQ would
+answer with, carrying the exact reply text. Texts were checked against RabbitMQ 3.10.8 on the wire; where
+RabbitMQ crashes (541, reset) we raise the precise 406 its surrounding code intends instead. Raised errors
+carry class/method 0/0: the caller fills them in with ``AMQPError.with_method``.
 
-Field tables reach us decoded by pamqp, so the AMQP type a value travelled as is gone; :func:`amqp_type_name` names
-the type pamqp would send the value as (the smallest fitting integer type, ``float`` for floats), which is what
-aio-pika clients send. RabbitMQ renders error terms with Erlang's ``~p``; the small renderer below reproduces the
-shapes that occur here (atoms, strings, 2-tuples, binaries, floats).
+Field tables reach us decoded by pamqp, so the AMQP type a value travelled as is gone; :func:`amqp_type_name`
+names the type pamqp would send the value as (the smallest fitting integer type, ``float`` for floats),
+which is what aio-pika clients send. RabbitMQ renders error terms with Erlang's ``~p``; the small renderer
+below reproduces the shapes that occur here (atoms, strings, 2-tuples, binaries, floats).
 """
 
 from __future__ import annotations
@@ -64,11 +63,13 @@ class _ErlStr(str):
 
 _BARE_ATOM = re.compile(r"[a-z][A-Za-z0-9_@]*\Z")
 _RESERVED_WORDS = frozenset(
-    "after and andalso band begin bnot bor bsl bsr bxor case catch cond div end fun if let maybe not of or "
-    "orelse receive rem try when xor".split()
-)
-# Control characters that ``~p`` prints as escapes inside a string; any other one makes the list
-# non-printable.
+    {
+        "after", "and", "andalso", "band", "begin", "bnot", "bor", "bsl", "bsr", "bxor", "case", "catch",
+        "cond", "div", "end", "fun", "if", "let", "maybe", "not", "of", "or", "orelse", "receive", "rem",
+        "try", "when", "xor",
+    }
+)  # fmt: skip
+# Control characters ``~p`` prints as escapes inside a string; any other one makes the list non-printable.
 _STRING_ESCAPES = {
     0x08: "\\b", 0x09: "\\t", 0x0A: "\\n", 0x0B: "\\v", 0x0C: "\\f", 0x0D: "\\r", 0x1B: "\\e",
     0x22: '\\"', 0x5C: "\\\\",
@@ -84,10 +85,8 @@ def _atom_text(name: str) -> str:
 def _string_text(text: str) -> str:
     """``~p`` of a byte string: quoted if every byte is printable Latin-1, else a list of integers.
 
-    RabbitMQ 3.10 feeds ``~p`` the UTF-8 bytes of the text, so multi-byte characters whose bytes are all >=
-    160
-    (é, ü, most of Latin-1) come out intact and anything with a byte in 128..159 turns the whole thing into a
-    list.
+    RabbitMQ 3.10 feeds ``~p`` the UTF-8 bytes of the text, so characters whose bytes are all >= 160 (é, ü,
+    most of Latin-1) come out intact, and any byte in 128..159 turns the whole thing into a list.
     """
     raw = text.encode("utf-8", "surrogateescape")
     printable = all(32 <= b <= 126 or b >= 160 or b in _STRING_ESCAPES for b in raw)
@@ -110,8 +109,7 @@ def _binary_text(raw: bytes) -> str:
 
 
 def erlang_float(value: float) -> str:
-    """Erlang/OTP 25's shortest round-trip float text: ``10.0``, ``0.0001``, ``1.0e-5``, ``1.0e10``,
-    ``123456.789``.
+    """Erlang/OTP 25's shortest round-trip float text: ``10.0``, ``0.0001``, ``1.0e-5``, ``1.0e10``.
 
     Python's ``repr`` already yields the shortest digits; only the choice between fixed and exponent notation
     differs (Erlang picks whichever is shorter, and never fixed notation for magnitudes of 2**53 and above).
@@ -169,14 +167,13 @@ def _flat(term: _Term) -> str:
 
 
 def _pretty(term: _Term, column: int, width: int) -> str:
-    """``~Wp`` of ``term`` printed at ``column``: a tuple too wide for the line puts each element on its own
-    line.
+    """``~Wp`` of ``term`` printed at ``column``: a tuple too wide for the line puts each element on a line.
 
-    Observed: ``invalid expiration '9…9': {value_too_large,`` newline, 47 spaces, ``9…9}`` with the default
-    width 80.
+    Observed with width 80: a term ending in column 78 stays flat, one ending in column 79 wraps, as
+    ``invalid expiration '9…9': {value_too_large,`` newline, column + 1 spaces, ``9…9}``.
     """
     flat = _flat(term)
-    if column + len(flat) <= width or not isinstance(term, tuple) or len(term) < 2:
+    if column + len(flat) <= width - 2 or not isinstance(term, tuple) or len(term) < 2:
         return flat
     return "{" + (",\n" + " " * (column + 1)).join(_flat(t) for t in term) + "}"
 
@@ -195,8 +192,7 @@ def amqp_type_name(value: object) -> str:
 
     pamqp sends an int in the smallest type that holds it (byte, short, unsignedshort, signedint, unsignedint,
     long); pika would send ``signedint``/``long`` instead, which we cannot tell apart after decoding. A float
-    may
-    have arrived as ``double``; pamqp sends ``float``.
+    may have arrived as ``double``; pamqp sends ``float``.
     """
     if isinstance(value, bool):
         return "bool"
@@ -244,9 +240,8 @@ def _text(value: str | bytes) -> str:
 
 
 def _to_erlang(value: object) -> _Term:
-    """The Erlang value RabbitMQ holds for a decoded field value (binaries as bytes, decimals as {Scale,
-    Raw})."""
-    if isinstance(value, bool | int | float) or value is None:
+    """The Erlang value RabbitMQ holds for a decoded field value (binaries as bytes, decimals {Scale,Raw})."""
+    if isinstance(value, bool | int | float | _Atom) or value is None:
         return value
     if isinstance(value, str):
         return value.encode("utf-8", "surrogateescape")
@@ -327,15 +322,14 @@ def exclusive_locked(queue: str, vhost: str) -> AMQPError:
     """405 for a queue owned by another connection, or redeclared with a different ``exclusive`` flag."""
     return ChannelError(
         RESOURCE_LOCKED,
-        f"cannot obtain exclusive access to locked {_rs('queue', queue, vhost)}. It could be originally
-        declared "
-        "on another connection or the exclusive property value does not match that of the original declaration.",
+        f"cannot obtain exclusive access to locked {_rs('queue', queue, vhost)}. It could be originally "
+        "declared on another connection or the exclusive property value does not match that of the original "
+        "declaration.",
     )
 
 
 # ----------------------------------------------------------------------------------------------------
-# Per-argument validators: each returns None when the value is fine, else the Erlang error term RabbitMQ
-# prints.
+# Per-argument validators: each returns None for a fine value, else the Erlang error term RabbitMQ prints.
 
 _Validator = Callable[[object, Mapping[str, object]], _Term | None]
 
@@ -432,8 +426,7 @@ _DLX_STRATEGIES = frozenset({"at-most-once", "at-least-once"})
 _MASTER_LOCATORS = frozenset({"min-masters", "client-local", "random"})
 _LEADER_LOCATORS = frozenset({"client-local", "balanced", "random", "least-leaders"})
 # amqpd runs classic semantics only: 'quorum' is accepted (a durable classic queue underneath, but with
-# quorum's
-# argument set and property rules so clients see RabbitMQ's answers); 'stream' is refused as unsupported.
+# quorum's argument set and property rules so clients see RabbitMQ's answers); 'stream' is unsupported.
 SUPPORTED_QUEUE_TYPES: Final = frozenset({"classic", "quorum"})
 
 
@@ -443,8 +436,7 @@ _check_dlx_strategy = _one_of(_DLX_STRATEGIES, lambda _text: _Atom("invalid_dlx_
 _check_queue_type = _one_of(SUPPORTED_QUEUE_TYPES, lambda text: _ErlStr(f"unsupported queue type '{text}'"))
 _check_leader_locator = _one_of(_LEADER_LOCATORS, lambda _text: _Atom("invalid_queue_locator_arg"))
 # RabbitMQ 3.10-3.13 do not validate this one at declare time and crash later (541, empty text); we answer
-# like
-# its sibling x-queue-leader-locator does.
+# like its sibling x-queue-leader-locator does.
 _check_master_locator = _one_of(_MASTER_LOCATORS, lambda _text: _Atom("invalid_queue_locator_arg"))
 
 # Checked in this order (rabbit_amqqueue:declare_args/0); only those the queue type accepts run.
@@ -479,14 +471,14 @@ CLASSIC_QUEUE_ARGS: Final = (
     "x-single-active-consumer", "x-queue-type", "x-queue-master-locator",
 )  # fmt: skip
 QUORUM_QUEUE_ARGS: Final = (
-    "x-dead-letter-exchange", "x-dead-letter-routing-key", "x-dead-letter-strategy", "x-expires", "x-max-length",
-    "x-max-length-bytes", "x-max-in-memory-length", "x-max-in-memory-bytes", "x-overflow",
+    "x-dead-letter-exchange", "x-dead-letter-routing-key", "x-dead-letter-strategy", "x-expires",
+    "x-max-length", "x-max-length-bytes", "x-max-in-memory-length", "x-max-in-memory-bytes", "x-overflow",
     "x-single-active-consumer", "x-queue-type", "x-quorum-initial-group-size", "x-delivery-limit",
     "x-message-ttl", "x-queue-leader-locator",
 )  # fmt: skip
 _STREAM_QUEUE_ARGS: Final = (
-    "x-max-length-bytes", "x-queue-type", "x-max-age", "x-stream-max-segment-size-bytes", "x-initial-cluster-size",
-    "x-queue-leader-locator",
+    "x-max-length-bytes", "x-queue-type", "x-max-age", "x-stream-max-segment-size-bytes",
+    "x-initial-cluster-size", "x-queue-leader-locator",
 )  # fmt: skip
 # Accepted by amqpd on both types but never compared on redeclare (RabbitMQ 3.x does not know them).
 _AMQPD_EXTRA_ARGS: Final = ("x-consumer-timeout",)
@@ -584,9 +576,8 @@ def validate_queue_arguments(
 def validate_consume_arguments(
     queue: str, vhost: str, queue_args: Mapping[str, object], args: Mapping[str, object]
 ) -> None:
-    """``basic.consume`` arguments: x-priority must be an integer, x-cancel-on-ha-failover a bool;
-    x-stream-offset
-    is refused on classic and quorum queues. ``queue_args`` are the queue's own arguments (to know its type)."""
+    """``basic.consume`` arguments: x-priority must be an integer, x-cancel-on-ha-failover a bool, and
+    x-stream-offset is refused. ``queue_args`` are the queue's own arguments (to know its type)."""
     qtype = queue_type_of(queue_args)
     accepted = _CONSUME_TYPE_ARGS[qtype]
     for key, check in _CONSUME_VALIDATORS:
@@ -623,7 +614,7 @@ class QueueShape:
     durable: bool
     exclusive: bool
     auto_delete: bool
-    arguments: Mapping[str, object] = field(default=_EMPTY)
+    arguments: Mapping[str, object] = field(default_factory=lambda: _EMPTY)
 
 
 @dataclass(frozen=True, slots=True)
@@ -634,12 +625,12 @@ class ExchangeShape:
     durable: bool
     auto_delete: bool
     internal: bool
-    arguments: Mapping[str, object] = field(default=_EMPTY)
+    arguments: Mapping[str, object] = field(default_factory=lambda: _EMPTY)
 
 
 def _shown(value: object) -> str:
-    """rabbit_misc:val/1 for a bare value: binaries as text, anything else as ``~tp``."""
-    if isinstance(value, str | bytes | bytearray):
+    """rabbit_misc:val/1 for a bare value: binaries as text, anything else (atoms too) as ``~tp``."""
+    if isinstance(value, str | bytes | bytearray) and not isinstance(value, _Atom):
         return "'" + _text(bytes(value) if isinstance(value, bytearray) else value) + "'"
     return "'" + _flat(_to_erlang(value)) + "'"
 
@@ -656,8 +647,8 @@ def _shown_typed(value: object) -> str:
 def _inequivalent(key: str, kind: str, name: str, vhost: str, received: str, current: str) -> AMQPError:
     return ChannelError(
         PRECONDITION_FAILED,
-        f"inequivalent arg '{key}' for {_rs(kind, name, vhost)}: received {received} but current is
-        {current}",
+        f"inequivalent arg '{key}' for {_rs(kind, name, vhost)}: "
+        f"received {received} but current is {current}",
     )
 
 
@@ -701,12 +692,10 @@ def check_queue_equivalence(queue: str, vhost: str, current: QueueShape, receive
     """Raise RabbitMQ's error when a queue.declare does not match the existing queue; return if it does.
 
     Order, as rabbit_amqqueue:assert_equivalence: exclusive (405), durable, auto_delete, then the arguments
-    the
-    queue's type knows, in that type's order (classic: :data:`CLASSIC_QUEUE_ARGS`). Other arguments, including
-    invalid values of unknown keys, are ignored: a redeclare is never validated, only compared. ``durable`` is
-    taken as ``durable and not exclusive`` on both sides, as RabbitMQ stores it. The caller still checks that
-    an
-    exclusive queue belongs to the declaring connection (same 405: :func:`exclusive_locked`).
+    the queue's type knows, in that type's order (classic: :data:`CLASSIC_QUEUE_ARGS`). Other arguments are
+    ignored, and values are never validated on a redeclare, only compared. ``durable`` is taken as ``durable
+    and not exclusive`` on both sides, as RabbitMQ stores it. The caller still checks that an exclusive queue
+    belongs to the declaring connection (same 405: :func:`exclusive_locked`).
     """
     if current.exclusive != received.exclusive:
         raise exclusive_locked(queue, vhost)
@@ -742,9 +731,8 @@ def validate_expiration(value: str) -> int:
     """Parse a message's ``expiration`` property into milliseconds, or raise RabbitMQ's 406.
 
     ``'abc'`` -> ``invalid expiration 'abc': no_integer``; ``'-5'`` -> ``{value_negative,-5}``; ``'5x'`` ->
-    ``{leftover_string,"x"}``; above ten years -> ``{value_too_large,N}``. Leading ``+``/zeros are fine;
-    spaces
-    are not. Call it only when the property is present (an empty string is ``no_integer``).
+    ``{leftover_string,"x"}``; above ten years -> ``{value_too_large,N}``. A leading ``+`` or zeros are
+    fine; spaces are not. Call it only when the property is present (an empty string is ``no_integer``).
     """
     match = _LEADING_INTEGER.match(value)
     term: _Term

@@ -49,17 +49,21 @@ async def serve(config: Config) -> None:
     from broker.server import Server  # imported here so --help, --version and --check stay light
 
     server = Server(config)
-    await server.start()
     loop = asyncio.get_running_loop()
-    shutdowns: list[asyncio.Task[None]] = []
+    stop = asyncio.Event()
 
     def on_signal(sig: signal.Signals) -> None:
-        if shutdowns:
+        if stop.is_set():
             log.info("%s received again; shutdown already under way", sig.name)
             return
         log.info("%s received, shutting down", sig.name)
-        shutdowns.append(loop.create_task(server.shutdown()))
+        stop.set()
 
+    async def shutdown_on_signal() -> None:
+        await stop.wait()
+        await server.shutdown()
+
+    # Installed before start(): whoever sees the startup line may signal at once (supervisors, tests).
     installed: list[signal.Signals] = []
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:
@@ -68,11 +72,16 @@ async def serve(config: Config) -> None:
         except (NotImplementedError, RuntimeError):
             # No loop signal support (Windows, or not the main thread): Ctrl-C raises KeyboardInterrupt.
             pass
+    stopper: asyncio.Task[None] | None = None
     try:
+        await server.start()
+        stopper = loop.create_task(shutdown_on_signal())
         await server.serve_forever()
-        for task in shutdowns:
-            await task
+        if stop.is_set():
+            await stopper  # serve_forever returns as shutdown completes; let the task finish too
     finally:
+        if stopper is not None and not stopper.done():
+            stopper.cancel()
         for sig in installed:
             loop.remove_signal_handler(sig)
 

@@ -7,9 +7,7 @@ reaches each queue at most once per publish however the graph loops.
 
 from __future__ import annotations
 
-import base64
 import itertools
-import os
 from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +21,7 @@ from broker.arguments import (
 )
 from broker.exchange import EXCHANGE_TYPES, Exchange
 from broker.message import Message
-from broker.names import check_reserved_prefix, validate_name
+from broker.names import check_reserved_prefix, generate_queue_name, normalize_name, validate_name
 from broker.persistence import (
     ExchangeDelete,
     QueueDelete,
@@ -60,11 +58,6 @@ if TYPE_CHECKING:
 _NO_QUEUES: tuple[Queue, ...] = ()
 
 
-def server_generated_name(prefix: str) -> str:
-    """``amq.gen-`` + 22 url-safe base64 characters, the shape RabbitMQ uses."""
-    return prefix + base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
-
-
 class VHost:
     def __init__(self, name: str = "/", committer: GroupCommitter | None = None, first_message_id: int = 1) -> None:
         self.name = name
@@ -87,6 +80,7 @@ class VHost:
 
     # ------------------------------------------------------------------ exchanges
     def get_exchange(self, name: str) -> Exchange:
+        name = normalize_name(name)
         ex = self.exchanges.get(name)
         if ex is None:
             raise not_found("exchange", name, self.name)
@@ -103,6 +97,7 @@ class VHost:
         internal: bool = False,
         arguments: dict[str, Any] | None = None,
     ) -> Exchange:
+        name = normalize_name(name)
         if name == "":
             raise ChannelError(ACCESS_REFUSED, "operation not permitted on the default exchange")
         if passive:
@@ -136,6 +131,7 @@ class VHost:
         return existing
 
     def delete_exchange(self, name: str, if_unused: bool = False) -> None:
+        name = normalize_name(name)
         if name == "":
             raise ChannelError(ACCESS_REFUSED, "operation not permitted on the default exchange")
         ex = self.exchanges.get(name)
@@ -171,6 +167,7 @@ class VHost:
 
     # ------------------------------------------------------------------ queues
     def get_queue(self, name: str, connection: object | None = None) -> Queue:
+        name = normalize_name(name)
         q = self.queues.get(name)
         if q is None:
             raise not_found("queue", name, self.name)
@@ -199,8 +196,10 @@ class VHost:
     ) -> Queue:
         if passive:
             return self.get_queue(name, connection)
-        if name == "":
-            name = server_generated_name("amq.gen-")
+        name = normalize_name(name)
+        server_named = name == ""
+        if server_named:
+            name = generate_queue_name()
         else:
             validate_name("queue", name)
             check_reserved_prefix("queue", name)
@@ -218,7 +217,15 @@ class VHost:
                 QueueShape(durable, exclusive, auto_delete, arguments),
             )
             return existing
-        validate_queue_arguments(name, self.name, arguments)
+        validate_queue_arguments(
+            name,
+            self.name,
+            arguments,
+            durable=durable,
+            exclusive=exclusive,
+            auto_delete=auto_delete,
+            server_named=server_named,
+        )
         q = Queue(
             name,
             self.name,
@@ -252,6 +259,7 @@ class VHost:
     def delete_queue_checked(
         self, name: str, connection: object, *, if_unused: bool = False, if_empty: bool = False
     ) -> int:
+        name = normalize_name(name)
         q = self.queues.get(name)
         if q is None:
             return 0
@@ -271,6 +279,7 @@ class VHost:
             self._persist(binding_record(ex, queue, routing_key, arguments))
 
     def unbind_queue(self, queue: Queue, exchange_name: str, routing_key: str, arguments: dict[str, Any]) -> None:
+        exchange_name = normalize_name(exchange_name)
         if exchange_name == "":
             raise ChannelError(ACCESS_REFUSED, "operation not permitted on the default exchange")
         ex = self.exchanges.get(exchange_name)
@@ -282,6 +291,7 @@ class VHost:
             self._maybe_auto_delete(ex)
 
     def bind_exchange(self, destination: str, source: str, routing_key: str, arguments: dict[str, Any]) -> None:
+        destination = normalize_name(destination)
         src = self._bindable_source(source)
         if destination == "":
             raise ChannelError(ACCESS_REFUSED, "operation not permitted on the default exchange")
@@ -293,6 +303,7 @@ class VHost:
                 self._persist(binding_record(src, dest, routing_key, arguments))
 
     def unbind_exchange(self, destination: str, source: str, routing_key: str, arguments: dict[str, Any]) -> None:
+        destination, source = normalize_name(destination), normalize_name(source)
         if source == "" or destination == "":
             raise ChannelError(ACCESS_REFUSED, "operation not permitted on the default exchange")
         src = self.exchanges.get(source)
@@ -306,6 +317,7 @@ class VHost:
             self._maybe_auto_delete(src)
 
     def _bindable_source(self, name: str) -> Exchange:
+        name = normalize_name(name)
         if name == "":
             raise ChannelError(ACCESS_REFUSED, "operation not permitted on the default exchange")
         return self.get_exchange(name)

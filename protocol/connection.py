@@ -315,6 +315,8 @@ class AMQPConnection:
                 if mid == _ID_PUBLISH:
                     try:
                         exchange, routing_key, mandatory, immediate = fastcodec.decode_publish(payload)
+                    except UnicodeDecodeError:
+                        raise ConnectionError_(FRAME_ERROR, "Malformed UTF-8 in shortstr") from None
                     except (ValueError, struct.error, IndexError):
                         raise ConnectionError_(
                             FRAME_ERROR, f"cannot decode {erlang_octets(payload[4:])}", 60, 40
@@ -396,6 +398,8 @@ class AMQPConnection:
         method: Frame = commands.INDEX_MAPPING[mid]()
         try:
             method.unmarshal(payload[4:])
+        except UnicodeDecodeError:
+            raise ConnectionError_(FRAME_ERROR, "Malformed UTF-8 in shortstr") from None
         except (ValueError, struct.error, IndexError, RecursionError, exceptions.PAMQPException) as exc:
             code = SYNTAX_ERROR if "Unknown type" in str(exc) else FRAME_ERROR
             detail = (

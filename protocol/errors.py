@@ -72,8 +72,8 @@ class AMQPError(Exception):
     def reply_text(self) -> str:
         text = f"{REPLY_NAMES.get(self.code, 'INTERNAL_ERROR')} - {self.detail}"
         raw = text.encode("utf-8")
-        if len(raw) > 255:
-            text = raw[:255].decode("utf-8", "ignore")
+        if len(raw) > 255:  # RabbitMQ keeps 252 bytes and marks the cut with "..."
+            text = raw[:252].decode("utf-8", "ignore") + "..."
         return text
 
     def with_method(self, class_id: int, method_id: int) -> AMQPError:

@@ -19,15 +19,18 @@ the leftover counts.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 from collections.abc import Generator, Iterator, Mapping
 
 import pytest
+from pytest_asyncio import is_async_test
 
 from tests.helpers import DEFAULT_LOOP_KIND, LOOP_FACTORIES, LoopFactory, ServerThread
 
 LEAK_DEADLINE = 5.0
+ASYNC_TEST_LOOP_SCOPE = "function"  # asyncio_default_test_loop_scope in pyproject.toml
 FAILED_CALL = pytest.StashKey[bool]()
 
 
@@ -77,6 +80,12 @@ def amqpd_instance(request: pytest.FixtureRequest, loop_kind: str) -> Iterator[S
     if external_url() is not None:
         yield None
         return
+    if is_async_test(request.node):
+        # Set the test's event loop up before the broker, so it is torn down after the leak check: closing
+        # the loop closes the test's client sockets, which would hide connections the test forgot to close.
+        # The runner fixture's name is pytest-asyncio's (1.x); without it the check is merely less strict.
+        with contextlib.suppress(pytest.FixtureLookupError):
+            request.getfixturevalue(f"_{ASYNC_TEST_LOOP_SCOPE}_scoped_runner")
     from broker.config import Config
 
     thread = ServerThread(Config(host="127.0.0.1", port=0, store="memory://", heartbeat=60), loop_kind)

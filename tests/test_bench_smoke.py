@@ -1,33 +1,24 @@
-"""Smoke test of the benchmark harness: one quick scenario against an in-process amqpd, JSON shape only."""
+"""Smoke test of the benchmark harness: one quick scenario against the in-process amqpd, JSON shape only."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import io
 import json
 
+import pytest
+
 from benchmarks.__main__ import main
-from broker.config import Config
-from broker.server import Server
 
 
-async def test_quick_scenario_reports_json_with_positive_rates() -> None:
-    server = Server(Config(host="127.0.0.1", port=0, store="memory://"))
-    await server.start()
-    out = io.StringIO()
-    err = io.StringIO()
-    argv = ["run", "--scenario", "1p1c-ack-p100", "--quick", "--url", server.url, "--json", "--no-save",
+def test_quick_scenario_reports_json_with_positive_rates(amqp_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # the harness runs its own event loop in this thread; the broker runs on the fixture's thread
+    argv = ["run", "--scenario", "1p1c-ack-p100", "--quick", "--url", amqp_url, "--json", "--no-save",
             "--no-progress"]
-    try:
-        # the harness runs its own event loop; give it a thread so this loop keeps serving the broker
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            rc = await asyncio.wait_for(asyncio.to_thread(main, argv), 30)
-    finally:
-        await server.shutdown("test over")
 
-    assert rc == 0, err.getvalue()
-    doc = json.loads(out.getvalue())
+    rc = main(argv)
+
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    doc = json.loads(captured.out)
     assert {"set", "command", "quick", "convention", "targets", "environment", "scenarios"} <= doc.keys()
     assert doc["quick"] is True
     assert {"nproc", "cpu_model"} <= doc["environment"]["machine"].keys()
