@@ -68,12 +68,12 @@ async def start_amqpd(command: str | None = None) -> Target:
     port = free_port()
     cmd = amqpd_command(port, command)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    # the broker's log goes to a file, not a pipe: nobody drains a pipe during a run, and a full one would stall it
-    log = tempfile.TemporaryFile()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, env=env)
     url = f"amqp://guest:guest@127.0.0.1:{port}/"
     deadline = time.monotonic() + START_TIMEOUT
-    try:
+    # The log goes to a file, not a pipe: nobody drains a pipe during a run and a full one would stall
+    # the broker. Closing our handle after start-up is fine: the child keeps its own descriptor.
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, env=env)
         while True:
             if proc.poll() is not None:
                 log.seek(0)
@@ -92,8 +92,6 @@ async def start_amqpd(command: str | None = None) -> Target:
                         f"amqpd did not listen on {port} within {START_TIMEOUT:.0f} s"
                     ) from None
                 await asyncio.sleep(0.05)
-    finally:
-        log.close()  # the child keeps its own descriptor
     target = Target("amqpd", url, pid=proc.pid, proc=proc)
     await target.probe()
     return target

@@ -279,12 +279,12 @@ class Channel:
                 store.add_mark(entry.queue.name, msg_id)
 
     # ------------------------------------------------------------------ acknowledgements (hot)
-    def _take(self, tag: int, multiple: bool) -> list[tuple[int, Entry]]:
+    def _take(self, tag: int, multiple: bool, method_id: int) -> list[tuple[int, Entry]]:
         """Remove and return the unacked entries an ack/nack/reject with (tag, multiple) settles."""
         unacked = self.unacked
         if multiple:
             if tag != 0 and tag not in unacked:
-                raise ChannelError(PRECONDITION_FAILED, f"unknown delivery tag {tag}")
+                raise ChannelError(PRECONDITION_FAILED, f"unknown delivery tag {tag}", 60, method_id)
             taken: list[tuple[int, Entry]] = []
             order = self._unacked_order
             while order:
@@ -298,7 +298,7 @@ class Channel:
             return taken
         e = unacked.pop(tag, None)
         if e is None:
-            raise ChannelError(PRECONDITION_FAILED, f"unknown delivery tag {tag}")
+            raise ChannelError(PRECONDITION_FAILED, f"unknown delivery tag {tag}", 60, method_id)
         order = self._unacked_order
         if order and order[0] == tag:
             order.popleft()
@@ -307,21 +307,21 @@ class Channel:
         return [(tag, e)]
 
     def ack(self, tag: int, multiple: bool) -> None:
-        taken = self._take(tag, multiple)
+        taken = self._take(tag, multiple, 80)
         if self.tx_mode:
             self.tx_acks.extend((t, e, True) for t, e in taken)
             return
         self._settle(taken, requeue=False)
 
-    def nack(self, tag: int, multiple: bool, requeue: bool) -> None:
-        taken = self._take(tag, multiple)
+    def nack(self, tag: int, multiple: bool, requeue: bool, method_id: int = 120) -> None:
+        taken = self._take(tag, multiple, method_id)
         if self.tx_mode:
             self.tx_acks.extend((t, e, not requeue) for t, e in taken)
             return
         self._settle(taken, requeue=requeue)
 
     def reject(self, tag: int, requeue: bool) -> None:
-        self.nack(tag, False, requeue)
+        self.nack(tag, False, requeue, 90)
 
     def _settle(self, taken: list[tuple[int, Entry]], requeue: bool) -> None:
         if not taken:
@@ -421,8 +421,8 @@ class Channel:
     def _basic_recover(self, m: commands.Basic.Recover) -> None:
         if not m.requeue:
             raise ConnectionError_(NOT_IMPLEMENTED, "requeue=false", 60, 110)
+        self.send_method(commands.Basic.RecoverOk())  # before the redeliveries, as RabbitMQ's arrive after it
         self.requeue_all_unacked()
-        self.send_method(commands.Basic.RecoverOk())
 
     def _basic_recover_async(self, m: commands.Basic.RecoverAsync) -> None:
         if not m.requeue:
@@ -438,8 +438,8 @@ class Channel:
     def _channel_flow(self, m: commands.Channel.Flow) -> None:
         # RabbitMQ answers active=false with 540; the spec says pause deliveries to this channel, so we do.
         self.flow_active = bool(m.active)
+        self.send_method(commands.Channel.FlowOk(active=self.flow_active))  # before the deliveries it frees
         self.set_deliverable()
-        self.send_method(commands.Channel.FlowOk(active=self.flow_active))
 
     # ------------------------------------------------------------------ confirms and transactions
     def _confirm_select(self, m: commands.Confirm.Select) -> None:
@@ -517,8 +517,7 @@ class Channel:
     def _queue_declare(self, m: commands.Queue.Declare) -> None:
         name = m.queue
         if m.passive:
-            if not name:
-                name = self.last_queue
+            # No "last declared queue" shortcut here: RabbitMQ answers 404 no queue '' (rabbit_channel).
             q = self.vhost.declare_queue(name, self.conn, passive=True)
         else:
             q = self.vhost.declare_queue(
@@ -538,21 +537,26 @@ class Channel:
             )
 
     def _queue_bind(self, m: commands.Queue.Bind) -> None:
+        # Shortcuts first, as RabbitMQ: an empty queue name means the last declared queue (404 when none),
+        # and with it an empty routing key means that queue's name.
+        name = self._queue_name(m.queue)
+        routing_key = m.routing_key if m.queue or m.routing_key else name
         if m.exchange == "":
             raise ChannelError(ACCESS_REFUSED, "operation not permitted on the default exchange")
         self.vhost.get_exchange(m.exchange)
-        q = self._queue(m.queue)
-        self.vhost.bind_queue(q, m.exchange, m.routing_key, dict(m.arguments or {}))
+        q = self.vhost.get_queue(name, self.conn)
+        self.vhost.bind_queue(q, m.exchange, routing_key, dict(m.arguments or {}))
         if not m.nowait:
             self.send_method(commands.Queue.BindOk())
 
     def _queue_unbind(self, m: commands.Queue.Unbind) -> None:
         name = self._queue_name(m.queue)
+        routing_key = m.routing_key if m.queue or m.routing_key else name  # the same shortcut as queue.bind
         q = self.vhost.queues.get(name)
         if q is not None:
             if q.exclusive_owner is not None and q.exclusive_owner is not self.conn:
                 raise self.vhost.locked(name)
-            self.vhost.unbind_queue(q, m.exchange, m.routing_key, dict(m.arguments or {}))
+            self.vhost.unbind_queue(q, m.exchange, routing_key, dict(m.arguments or {}))
         elif m.exchange == "":
             raise ChannelError(ACCESS_REFUSED, "operation not permitted on the default exchange")
         self.send_method(commands.Queue.UnbindOk())

@@ -30,6 +30,7 @@ log = logging.getLogger("amqpd.connection")
 WRITE_HIGH_WATER = 1024 * 1024
 WRITE_LOW_WATER = 256 * 1024
 CLOSE_OK_TIMEOUT = 3.0
+YIELD_AFTER_BYTES = 32 * 1024
 
 
 class BrokerConnection(asyncio.Protocol):
@@ -95,6 +96,16 @@ class BrokerConnection(asyncio.Protocol):
         if self.proto.state == RUNNING and not self._heartbeat_started:
             self._start_heartbeat()
         self.flush()
+        if len(data) >= YIELD_AFTER_BYTES and self.transport is not None:
+            # libuv (and asyncio's selector loop, to a lesser degree) keeps reading a busy socket many times per
+            # loop turn; a flat-out publisher would then starve the consumers whose acks free prefetch capacity.
+            # Skip one turn so every other connection is read before this one again.
+            self.transport.pause_reading()
+            self.loop.call_soon(self._resume_after_yield)
+
+    def _resume_after_yield(self) -> None:
+        if self.transport is not None and not self.reading_paused:
+            self.transport.resume_reading()
 
     def eof_received(self) -> bool | None:
         return False

@@ -19,9 +19,15 @@ from broker.arguments import (
     validate_exchange_arguments,
     validate_queue_arguments,
 )
-from broker.exchange import EXCHANGE_TYPES, Exchange
+from broker.exchange import EXCHANGE_TYPES, Exchange, unknown_type_text
 from broker.message import Message
-from broker.names import check_reserved_prefix, generate_queue_name, normalize_name, validate_name
+from broker.names import (
+    check_not_default_exchange,
+    check_reserved_prefix,
+    generate_queue_name,
+    normalize_name,
+    validate_name,
+)
 from broker.persistence import (
     ExchangeDelete,
     QueueDelete,
@@ -98,14 +104,15 @@ class VHost:
         arguments: dict[str, Any] | None = None,
     ) -> Exchange:
         name = normalize_name(name)
-        if name == "":
-            raise ChannelError(ACCESS_REFUSED, "operation not permitted on the default exchange")
         if passive:
+            check_not_default_exchange(name)
             return self.get_exchange(name)
-        validate_name("exchange", name)
+        # RabbitMQ checks the type first: an unknown type is a connection error even on the default exchange.
         cls = EXCHANGE_TYPES.get(type_name)
         if cls is None:
-            raise ConnectionError_(COMMAND_INVALID, f"invalid exchange type '{type_name}'")
+            raise ConnectionError_(COMMAND_INVALID, unknown_type_text(type_name))
+        check_not_default_exchange(name)
+        validate_name("exchange", name)
         arguments = dict(arguments or {})
         existing = self.exchanges.get(name)
         if existing is None:
@@ -132,15 +139,15 @@ class VHost:
 
     def delete_exchange(self, name: str, if_unused: bool = False) -> None:
         name = normalize_name(name)
-        if name == "":
-            raise ChannelError(ACCESS_REFUSED, "operation not permitted on the default exchange")
-        ex = self.exchanges.get(name)
-        if ex is None:
-            return
+        check_not_default_exchange(name)
+        # The prefix alone decides, before the lookup: deleting a missing 'amq.x' is refused too.
         if name.startswith("amq."):
             raise ChannelError(
                 ACCESS_REFUSED, f"deletion of system exchange '{name}' in vhost '{self.name}' not allowed"
             )
+        ex = self.exchanges.get(name)
+        if ex is None:
+            return
         if if_unused and ex.has_bindings():
             raise ChannelError(PRECONDITION_FAILED, f"exchange '{name}' in vhost '{self.name}' in use")
         self._remove_exchange(ex)
@@ -265,10 +272,11 @@ class VHost:
             return 0
         if q.exclusive_owner is not None and q.exclusive_owner is not connection:
             raise self.locked(name)
-        if if_unused and q.consumers:
-            raise ChannelError(PRECONDITION_FAILED, f"queue '{name}' in vhost '{self.name}' in use")
+        # RabbitMQ's queue process tests emptiness (ready messages only) before use.
         if if_empty and q.ready:
             raise ChannelError(PRECONDITION_FAILED, f"queue '{name}' in vhost '{self.name}' not empty")
+        if if_unused and q.consumers:
+            raise ChannelError(PRECONDITION_FAILED, f"queue '{name}' in vhost '{self.name}' in use")
         return self.delete_queue(q)
 
     # ------------------------------------------------------------------ bindings
@@ -280,8 +288,7 @@ class VHost:
 
     def unbind_queue(self, queue: Queue, exchange_name: str, routing_key: str, arguments: dict[str, Any]) -> None:
         exchange_name = normalize_name(exchange_name)
-        if exchange_name == "":
-            raise ChannelError(ACCESS_REFUSED, "operation not permitted on the default exchange")
+        check_not_default_exchange(exchange_name)
         ex = self.exchanges.get(exchange_name)
         if ex is None:
             return
@@ -291,10 +298,11 @@ class VHost:
             self._maybe_auto_delete(ex)
 
     def bind_exchange(self, destination: str, source: str, routing_key: str, arguments: dict[str, Any]) -> None:
-        destination = normalize_name(destination)
-        src = self._bindable_source(source)
-        if destination == "":
-            raise ChannelError(ACCESS_REFUSED, "operation not permitted on the default exchange")
+        destination, source = normalize_name(destination), normalize_name(source)
+        # Both ends are checked for the default exchange before either is looked up (403 before 404).
+        check_not_default_exchange(destination)
+        check_not_default_exchange(source)
+        src = self.get_exchange(source)
         dest = self.get_exchange(destination)
         src.validate_binding(arguments)
         if src.bind(dest, routing_key, arguments):
@@ -304,8 +312,8 @@ class VHost:
 
     def unbind_exchange(self, destination: str, source: str, routing_key: str, arguments: dict[str, Any]) -> None:
         destination, source = normalize_name(destination), normalize_name(source)
-        if source == "" or destination == "":
-            raise ChannelError(ACCESS_REFUSED, "operation not permitted on the default exchange")
+        check_not_default_exchange(destination)
+        check_not_default_exchange(source)
         src = self.exchanges.get(source)
         dest = self.exchanges.get(destination)
         if src is None or dest is None:
@@ -318,8 +326,7 @@ class VHost:
 
     def _bindable_source(self, name: str) -> Exchange:
         name = normalize_name(name)
-        if name == "":
-            raise ChannelError(ACCESS_REFUSED, "operation not permitted on the default exchange")
+        check_not_default_exchange(name)
         return self.get_exchange(name)
 
     # ------------------------------------------------------------------ routing (hot)
@@ -331,42 +338,50 @@ class VHost:
             return (q,) if q is not None else _NO_QUEUES
         out: set[Any] = set()
         ex.route(rk, msg.headers() if ex.needs_headers else None, out)
-        if self.e2e_bindings and out:
-            out = self._expand(ex, rk, msg, out)
-        if not out and ex.alternate_exchange is not None:
-            out = self._alternate(ex, rk, msg)
-        return out
+        if out:
+            if self.e2e_bindings:
+                return self._walk(ex, rk, msg, out)
+            return out
+        if ex.alternate_exchange is None:
+            return out
+        return self._walk(ex, rk, msg, out)
 
-    def _expand(self, origin: Exchange, rk: str, msg: Message, found: set[Any]) -> set[Any]:
+    def _walk(self, origin: Exchange, rk: str, msg: Message, first: set[Any]) -> set[Any]:
+        """The queues reached from ``origin`` (whose own destinations are ``first``), as RabbitMQ's route1.
+
+        Every exchange is visited at most once per publish. An exchange whose own bindings matched nothing
+        (not even another exchange) hands the message to its alternate exchange, if that exists; so does an
+        exchange reached through an e2e binding. An exchange that matched only exchanges which in turn matched
+        nothing does not: RabbitMQ consults an alternate exchange on the exchange's own result, not the walk's.
+        The visited set makes the result independent of the order of the walk and ends any cycle.
+        """
         queues: set[Any] = set()
         visited = {origin}
-        pending = list(found)
-        while pending:
-            dest = pending.pop()
-            if isinstance(dest, Exchange):
-                if dest in visited:
-                    continue
-                visited.add(dest)
-                more: set[Any] = set()
-                dest.route(rk, msg.headers() if dest.needs_headers else None, more)
-                pending.extend(more)
-            else:
-                queues.add(dest)
-        return queues
+        pending: list[Exchange] = []
+        exchanges = self.exchanges
 
-    def _alternate(self, ex: Exchange, rk: str, msg: Message) -> set[Any]:
-        seen = {ex}
-        current = ex
-        while current.alternate_exchange is not None:
-            nxt = self.exchanges.get(current.alternate_exchange)
-            if nxt is None or nxt in seen:
-                break
-            seen.add(nxt)
-            out: set[Any] = set()
-            nxt.route(rk, msg.headers() if nxt.needs_headers else None, out)
-            if self.e2e_bindings and out:
-                out = self._expand(nxt, rk, msg, out)
-            if out:
-                return out
-            current = nxt
-        return set()
+        def absorb(source: Exchange, dests: set[Any]) -> None:
+            if not dests:
+                ae_name = source.alternate_exchange
+                ae = exchanges.get(ae_name) if ae_name is not None else None
+                if ae is not None and ae not in visited:
+                    visited.add(ae)
+                    pending.append(ae)
+                return
+            for dest in dests:
+                if isinstance(dest, Exchange):
+                    if dest not in visited:
+                        visited.add(dest)
+                        pending.append(dest)
+                else:
+                    queues.add(dest)
+
+        absorb(origin, first)
+        while pending:
+            current = pending.pop()
+            more: set[Any] = set()
+            if current.name:
+                current.route(rk, msg.headers() if current.needs_headers else None, more)
+            # else: an alternate-exchange argument naming the default exchange routes nothing (RabbitMQ 3.10)
+            absorb(current, more)
+        return queues

@@ -306,11 +306,14 @@ class AMQPConnection:
                     self._closing_channel_method(channel, mid)
                     return
                 if chan.exchange is not None:
+                    # RabbitMQ names the publish whose content was cut short (class 60, method 40).
                     raise ConnectionError_(
                         UNEXPECTED_FRAME,
                         "expected content header for class 60, got non content header frame instead"
                         if chan.header is None
                         else "expected content body, got non content body frame instead",
+                        60,
+                        40,
                     )
                 if mid == _ID_PUBLISH:
                     try:
@@ -343,21 +346,26 @@ class AMQPConnection:
                 self._channel_method(channel, chan, method)
             elif ftype == FRAME_HEADER:
                 if chan is None:
-                    raise ConnectionError_(CHANNEL_ERROR, "expected 'channel.open'")
+                    # RabbitMQ checks the frame type before the channel: no method, so no channel.open either.
+                    raise ConnectionError_(UNEXPECTED_FRAME, "expected method frame, got non method frame instead")
                 if chan.closing:
                     return
                 self._content_header(channel, chan, payload)
             elif ftype == FRAME_BODY:
                 if chan is None:
-                    raise ConnectionError_(CHANNEL_ERROR, "expected 'channel.open'")
+                    raise ConnectionError_(UNEXPECTED_FRAME, "expected method frame, got non method frame instead")
                 if chan.closing:
                     return
                 if chan.exchange is None or chan.header is None:
+                    if chan.exchange is None:
+                        raise ConnectionError_(
+                            UNEXPECTED_FRAME, "expected method frame, got non method frame instead"
+                        )
                     raise ConnectionError_(
                         UNEXPECTED_FRAME,
-                        "expected method frame, got non method frame instead"
-                        if chan.exchange is None
-                        else "expected content header for class 60, got non content header frame instead",
+                        "expected content header for class 60, got non content header frame instead",
+                        60,
+                        40,
                     )
                 received = chan.received + len(payload)
                 if received > chan.body_size:
@@ -387,7 +395,8 @@ class AMQPConnection:
 
     def _decode_method(self, mid: int, payload: bytes) -> Frame:
         if mid < 0:
-            raise ConnectionError_(FRAME_ERROR, f"cannot decode {erlang_octets(payload)}")
+            # Too short to name a method: RabbitMQ's frame parser does not recognise it as a method frame.
+            raise ConnectionError_(FRAME_ERROR, f"type 1, all octets = {erlang_octets(payload)}: unknown_frame")
         if mid not in commands.INDEX_MAPPING:
             class_id, method_id = mid >> 16, mid & 0xFFFF
             if class_id not in _KNOWN_CLASSES:
@@ -417,15 +426,11 @@ class AMQPConnection:
                     NOT_ALLOWED,
                     f"number of channels opened ({len(self.channels)}) has reached the negotiated "
                     f"channel_max ({self.channel_max})",
-                    20,
-                    10,
                 )
             self.channels[channel] = _Channel()
             self.handler.on_channel_open(channel)
             self.send_method(channel, commands.Channel.OpenOk())
             return
-        if mid >> 16 == 10:
-            raise ConnectionError_(COMMAND_INVALID, "unimplemented method", mid >> 16, mid & 0xFFFF)
         self._decode_method(mid, payload)  # unknown ids get their own error first
         raise ConnectionError_(CHANNEL_ERROR, "expected 'channel.open'", mid >> 16, mid & 0xFFFF)
 
@@ -468,7 +473,9 @@ class AMQPConnection:
         if chan.exchange is None:
             raise ConnectionError_(UNEXPECTED_FRAME, "expected method frame, got non method frame instead")
         if chan.header is not None:
-            raise ConnectionError_(UNEXPECTED_FRAME, "expected content body, got non content body frame instead")
+            raise ConnectionError_(
+                UNEXPECTED_FRAME, "expected content body, got non content body frame instead", 60, 40
+            )
         if len(payload) < 14:
             raise ConnectionError_(FRAME_ERROR, f"cannot decode content header {erlang_octets(payload)}")
         class_id, _weight, body_size = _CONTENT_HEADER.unpack_from(payload)

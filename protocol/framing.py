@@ -104,8 +104,13 @@ class FrameReader:
                     f"type {ftype}, all octets = {erlang_octets(payload)}: "
                     f"{{invalid_frame_end_marker,{buf[frame_end - pos]}}}",
                 )
-            if ftype == FRAME_HEARTBEAT and channel != 0:
+            if ftype == FRAME_HEARTBEAT and (size or channel):
+                payload = bytes(buf[pos + 7 : frame_end])
                 del buf[:pos]
+                if size:  # a heartbeat carries nothing: RabbitMQ does not recognise one that does
+                    raise ConnectionError_(
+                        FRAME_ERROR, f"type {ftype}, all octets = {erlang_octets(payload)}: unknown_frame"
+                    )
                 raise ConnectionError_(UNEXPECTED_FRAME, f"type {ftype}, all octets = <<>>")
             frames.append((ftype, channel, bytes(buf[pos + 7 : frame_end])))
             pos = frame_end + 1

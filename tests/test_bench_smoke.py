@@ -9,10 +9,21 @@ import pytest
 from benchmarks.__main__ import main
 
 
-def test_quick_scenario_reports_json_with_positive_rates(amqp_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_quick_scenario_reports_json_with_positive_rates(
+    amqp_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     # the harness runs its own event loop in this thread; the broker runs on the fixture's thread
-    argv = ["run", "--scenario", "1p1c-ack-p100", "--quick", "--url", amqp_url, "--json", "--no-save",
-            "--no-progress"]
+    argv = [
+        "run",
+        "--scenario",
+        "1p1c-ack-p100",
+        "--quick",
+        "--url",
+        amqp_url,
+        "--json",
+        "--no-save",
+        "--no-progress",
+    ]
 
     rc = main(argv)
 

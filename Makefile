@@ -1,0 +1,65 @@
+# amqpd developer commands. `make run` starts a broker on :5672, `make test` runs the whole suite.
+# The virtualenv lives in .venv and is (re)installed only when pyproject.toml is newer than its stamp file.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PY     := $(BIN)/python
+# Stamps record what was installed into the venv; pyproject.toml changes make them stale.
+RUN_STAMP := $(VENV)/.amqpd-installed
+DEV_STAMP := $(VENV)/.amqpd-installed-dev
+
+PORT       ?= 5672
+DATA_DIR   ?= ./data
+BENCH_ARGS ?= suite --quick
+
+.DEFAULT_GOAL := help
+.PHONY: help run test lint test-reference require-amqp-url bench compat clean-venv
+
+help:
+	@echo "make run             start amqpd on port $(PORT) with data in $(DATA_DIR)"
+	@echo "make test            run the whole test suite (in-process broker, both event loops)"
+	@echo "make lint            ruff check + mypy --strict"
+	@echo "make test-reference  run the integration tests against AMQP_URL (e.g. a real RabbitMQ)"
+	@echo "make bench           run the benchmark scenarios (BENCH_ARGS='$(BENCH_ARGS)')"
+	@echo "make compat          client-library compatibility suites (not yet implemented)"
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(RUN_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -e .
+	touch $@
+
+$(DEV_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -e '.[dev]'
+	touch $@ $(RUN_STAMP)
+
+run: $(RUN_STAMP)
+	$(BIN)/amqpd --port $(PORT) --data-dir $(DATA_DIR)
+
+test: $(DEV_STAMP)
+	$(PY) -m pytest
+
+lint: $(DEV_STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test-reference: require-amqp-url $(DEV_STAMP)
+	$(PY) -m pytest -m integration
+
+require-amqp-url:
+	@if [ -z "$$AMQP_URL" ]; then \
+		echo "make test-reference: set AMQP_URL, e.g. AMQP_URL=amqp://guest:guest@127.0.0.1:5672/ make test-reference" >&2; \
+		exit 2; \
+	fi
+
+bench: $(DEV_STAMP)
+	$(PY) -m benchmarks $(BENCH_ARGS)
+
+compat:
+	@echo "make compat: not yet implemented (will run the pika and aio-pika suites against amqpd)" >&2
+	@exit 1
+
+clean-venv:
+	rm -rf $(VENV)
