@@ -22,7 +22,7 @@ help:
 	@echo "make lint            ruff check + mypy --strict"
 	@echo "make test-reference  run the integration tests against AMQP_URL (e.g. a real RabbitMQ)"
 	@echo "make bench           run the benchmark scenarios (BENCH_ARGS='$(BENCH_ARGS)')"
-	@echo "make compat          client-library compatibility suites (not yet implemented)"
+	@echo "make compat          aio-pika's and pika's own test suites against amqpd (COMPAT_ARGS, PIKA_GIT_DIR)"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -57,9 +57,10 @@ require-amqp-url:
 bench: $(DEV_STAMP)
 	$(PY) -m benchmarks $(BENCH_ARGS)
 
-compat:
-	@echo "make compat: not yet implemented (will run the pika and aio-pika suites against amqpd)" >&2
-	@exit 1
+# aio-pika's and pika's own test suites against a fresh amqpd (see tests/compat/README.md); pika's part needs
+# PIKA_GIT_DIR. COMPAT_ARGS e.g. '--url amqp://guest:guest@127.0.0.1:5682/' or '--suite pika --results DIR'.
+compat: $(DEV_STAMP)
+	$(PY) tests/compat/run.py $(COMPAT_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import os
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any
 
 from pamqp import commands
@@ -19,7 +19,9 @@ from pamqp.base import Frame
 from broker.arguments import validate_expiration
 from broker.message import Message
 from broker.persistence import store_message
+from broker.publish_extras import EXTRA_FLAGS, route_extras, route_reply
 from broker.queue import Entry, Queue
+from broker.reply_to import REPLY_TO, consume_queue
 from protocol import fastcodec
 from protocol.errors import (
     ACCESS_REFUSED,
@@ -119,9 +121,11 @@ class Channel:
         self.wait_upto = 0  # highest seq that waits for the store (persistent, or published behind one that is)
         self.wait_registered = 0  # highest seq an on_durable callback was registered for
         self.durable_upto = 0  # highest seq the store has made durable
+        self.nacks: list[int] = []  # seqs refused by a queue (x-overflow reject-publish), nacked at the flush
         self.tx_mode = False
-        self.tx_publishes: list[tuple[str, str, bool, bytes, bytes]] = []
-        self.tx_acks: list[tuple[int, Entry, bool]] = []  # (tag, entry, ack-or-requeue?)
+        # (message, the queues it was routed to, mandatory, property flags): enqueued at commit
+        self.tx_publishes: list[tuple[Message, Collection[Queue], bool, int]] = []
+        self.tx_acks: list[tuple[int, Entry, int]] = []  # (tag, entry, ACK / REQUEUE / REJECT)
         self.last_queue = ""  # the "most recently declared queue" for empty queue names
         self.closed = False
         self._dispatch: dict[type, Callable[[Any], None]] = {
@@ -183,38 +187,53 @@ class Channel:
                 f"cannot publish to internal exchange '{exchange}' in vhost '{self.vhost.name}'",
             )
         flags = fastcodec.property_flags(header)
+        expiration = None
         if flags & _CHECKED_FLAGS:
-            self._check_properties(flags, header)
-        if self.tx_mode:
-            self.tx_publishes.append((exchange, routing_key, mandatory, header, body))
-            return
+            expiration = self._check_properties(flags, header)
         msg = Message(exchange, routing_key, header, body)
         vhost = self.vhost
-        queues = vhost.route(ex, msg)
-        stored = False
-        if queues:
-            if (
-                vhost.committer is not None
-                and flags & fastcodec.HAS_DELIVERY_MODE
-                and fastcodec.delivery_mode(header) == 2
-            ):
-                durable = [q for q in queues if q.store is not None]
-                if durable:
-                    store_message(vhost.committer, msg, durable, vhost.next_message_id())
-                    self.conn.published_persistent = stored = True
-            for q in queues:
-                q.put(msg)
-        elif mandatory:
+        # expiration, reply-to, CC/BCC take route_extras (queue-features)
+        queues = route_extras(self, vhost, ex, msg, flags, expiration) if flags & EXTRA_FLAGS else vhost.route(ex, msg)
+        if not queues and not exchange:
+            queues = route_reply(routing_key)  # direct reply-to addresses (queue-features)
+        if self.tx_mode:
+            # RabbitMQ routes a transactional publish now and enqueues it at commit: a binding made in between
+            # does not change where it goes.
+            self.tx_publishes.append((msg, queues, mandatory, flags))
+            return
+        outcome = self._enqueue(msg, queues, flags) if queues else 0
+        if not queues and mandatory:
             self._return(312, b"NO_ROUTE", msg)
         if self.confirm_mode:
             self.publish_seq = seq = self.publish_seq + 1
-            if stored or self.wait_upto > self.durable_upto:
+            if outcome & _REFUSED:
+                self.nacks.append(seq)
+            if outcome & _STORED or self.wait_upto > self.durable_upto:
                 self.wait_upto = seq  # confirmed once the store batch holding it (and all before it) is durable
             else:
                 self.confirm_pending = seq
             self.conn.want_confirm_flush(self)
 
-    def _check_properties(self, flags: int, header: bytes) -> None:
+    def _enqueue(self, msg: Message, queues: Collection[Queue], flags: int) -> int:
+        """Store (persistent message, durable queue among them), then enqueue; returns _STORED | _REFUSED bits."""
+        vhost = self.vhost
+        outcome = 0
+        if (
+            vhost.committer is not None
+            and flags & fastcodec.HAS_DELIVERY_MODE
+            and fastcodec.delivery_mode(msg.header) == 2
+        ):
+            durable = [q for q in queues if q.store is not None]
+            if durable:
+                store_message(vhost.committer, msg, durable, vhost.next_message_id())
+                self.conn.published_persistent = True
+                outcome = _STORED
+        for q in queues:
+            if q.put(msg):  # refused by x-overflow reject-publish (queue-features)
+                outcome |= _REFUSED
+        return outcome
+
+    def _check_properties(self, flags: int, header: bytes) -> int | None:
         props = fastcodec.decode_properties(header)
         if flags & fastcodec.HAS_USER_ID and props.user_id != self.conn.proto.username:
             raise ChannelError(
@@ -222,7 +241,8 @@ class Channel:
                 f"user_id property set to '{props.user_id}' but authenticated user was '{self.conn.proto.username}'",
             )
         if flags & fastcodec.HAS_EXPIRATION and props.expiration is not None:
-            validate_expiration(props.expiration)
+            return validate_expiration(props.expiration)
+        return None
 
     def _return(self, code: int, text: bytes, msg: Message) -> None:
         send = self.proto.send
@@ -236,10 +256,31 @@ class Channel:
             self.wait_registered = upto_durable = self.wait_upto
             committer.on_durable(lambda: self._durable(upto_durable))
         upto = self.confirm_pending
+        if self.nacks and upto > self.confirm_sent:
+            self._flush_with_nacks(upto)
+            return
         if upto > self.confirm_sent:
             multiple = upto > self.confirm_sent + 1
             self.proto.send(fastcodec.encode_ack(self.number, upto, multiple))
             self.confirm_sent = upto
+
+    def _flush_with_nacks(self, upto: int) -> None:
+        """Confirms up to ``upto`` where some publishes were refused (x-overflow reject-publish): acks in
+        ranges, a nack for each refused one (queue-features)."""
+        send = self.proto.send
+        later: list[int] = []
+        for n in self.nacks:
+            if n > upto:
+                later.append(n)
+                continue
+            if n - 1 > self.confirm_sent:
+                send(fastcodec.encode_ack(self.number, n - 1, n - 1 > self.confirm_sent + 1))
+            send(fastcodec.encode_nack(self.number, n, False, False))
+            self.confirm_sent = n
+        if upto > self.confirm_sent:
+            send(fastcodec.encode_ack(self.number, upto, upto > self.confirm_sent + 1))
+            self.confirm_sent = upto
+        self.nacks = later
 
     def _durable(self, upto: int) -> None:
         self.durable_upto = upto
@@ -263,9 +304,15 @@ class Channel:
         if consumer.no_ack:
             if msg.msg_id:
                 entry.queue.forget(entry)
-            return
-        consumer.unacked += 1
-        self._track_unacked(tag, entry, consumer)
+        else:
+            consumer.unacked += 1
+            self._track_unacked(tag, entry, consumer)
+        transport = self.conn.transport
+        if transport is not None and transport.get_write_buffer_size():
+            # The consumer's socket is already backed up, so batching gains nothing: hand the delivery to the
+            # transport now, and its high-water mark parks the consumer after one message instead of after a
+            # whole read's worth of them (which would bound its buffer by read size x fan-out, not by the mark).
+            self.conn.flush()
 
     def _track_unacked(self, tag: int, entry: Entry, consumer: ChannelConsumer | None) -> None:
         self.unacked[tag] = entry
@@ -309,21 +356,21 @@ class Channel:
     def ack(self, tag: int, multiple: bool) -> None:
         taken = self._take(tag, multiple, 80)
         if self.tx_mode:
-            self.tx_acks.extend((t, e, True) for t, e in taken)
+            self.tx_acks.extend((t, e, ACK) for t, e in taken)
             return
         self._settle(taken, requeue=False)
 
     def nack(self, tag: int, multiple: bool, requeue: bool, method_id: int = 120) -> None:
         taken = self._take(tag, multiple, method_id)
         if self.tx_mode:
-            self.tx_acks.extend((t, e, not requeue) for t, e in taken)
+            self.tx_acks.extend((t, e, REQUEUE if requeue else REJECT) for t, e in taken)
             return
-        self._settle(taken, requeue=requeue)
+        self._settle(taken, requeue=requeue, rejected=not requeue)
 
     def reject(self, tag: int, requeue: bool) -> None:
         self.nack(tag, False, requeue, 90)
 
-    def _settle(self, taken: list[tuple[int, Entry]], requeue: bool) -> None:
+    def _settle(self, taken: list[tuple[int, Entry]], requeue: bool, rejected: bool = False) -> None:
         if not taken:
             return
         parked = False
@@ -338,6 +385,8 @@ class Channel:
             for _t, e in taken:
                 if e.msg.msg_id:
                     e.queue.forget(e)
+                if rejected and e.queue.dlx is not None:  # nack/reject without requeue (queue-features)
+                    e.queue.dead_letter([e], "rejected")
         else:
             by_queue: dict[Queue, list[Entry]] = {}
             for _t, e in taken:
@@ -360,10 +409,13 @@ class Channel:
 
     # ------------------------------------------------------------------ consumers
     def _basic_consume(self, m: commands.Basic.Consume) -> None:
-        q = self._queue(m.queue)
+        reply = m.queue == REPLY_TO  # direct reply-to (queue-features)
+        q = self._queue(m.queue) if not reply else None
         tag = m.consumer_tag or _consumer_tag()
         if tag in self.consumers:
             raise ConnectionError_(NOT_ALLOWED, f"attempt to reuse consumer tag '{tag}'", 60, 20)
+        if q is None:
+            q = consume_queue(self, bool(m.no_ack))
         if q.exclusive_consumer is not None or (m.exclusive and q.consumers):
             raise ChannelError(ACCESS_REFUSED, f"queue '{q.name}' in vhost '{self.vhost.name}' in exclusive use")
         consumer = ChannelConsumer(
@@ -460,17 +512,20 @@ class Channel:
             raise ChannelError(PRECONDITION_FAILED, "channel is not transactional")
         publishes, self.tx_publishes = self.tx_publishes, []
         acks, self.tx_acks = self.tx_acks, []
-        self.tx_mode = False
-        try:
-            for exchange, rk, mandatory, header, body in publishes:
-                self.publish(exchange, rk, mandatory, header, body)
-            settle_ack = [(t, e) for t, e, ack in acks if ack]
-            settle_requeue = [(t, e) for t, e, ack in acks if not ack]
-            self._settle(settle_ack, requeue=False)
-            self._settle(settle_requeue, requeue=True)
-        finally:
-            self.tx_mode = True
+        stored = False
+        for msg, queues, mandatory, flags in publishes:
+            live = [q for q in queues if not q.deleted]
+            if live:
+                stored = bool(self._enqueue(msg, live, flags) & _STORED) or stored
+            elif mandatory and not queues:
+                self._return(312, b"NO_ROUTE", msg)
+        self._settle([(t, e) for t, e, mode in acks if mode == ACK], requeue=False)
+        self._settle([(t, e) for t, e, mode in acks if mode == REJECT], requeue=False, rejected=True)
+        self._settle([(t, e) for t, e, mode in acks if mode == REQUEUE], requeue=True)
         self.send_method(commands.Tx.CommitOk())
+        if stored:
+            # As RabbitMQ's: commit-ok says the transaction's persistent messages are on disk.
+            self.conn.hold_output_until_durable()
 
     def _tx_rollback(self, _m: commands.Tx.Rollback) -> None:
         if not self.tx_mode:
@@ -478,7 +533,7 @@ class Channel:
         self.tx_publishes = []
         acks, self.tx_acks = self.tx_acks, []
         # RabbitMQ keeps the messages whose acks were rolled back unacked on the channel.
-        for t, e, _ack in acks:
+        for t, e, _mode in acks:
             self.unacked[t] = e
         if acks:
             self._unacked_order = deque(sorted(self.unacked))
@@ -531,6 +586,7 @@ class Channel:
             if q.exclusive_owner is self.conn:
                 self.conn.exclusive_queues.add(q)
         self.last_queue = q.name
+        q.touch()  # a declare restarts the x-expires countdown (queue-features)
         if not m.nowait:
             self.send_method(
                 commands.Queue.DeclareOk(queue=q.name, message_count=q.message_count, consumer_count=q.consumer_count)
@@ -587,7 +643,7 @@ class Channel:
         for c in consumers:
             c.queue.remove_consumer(c)
         self.tx_publishes = []
-        for t, e, _ack in self.tx_acks:
+        for t, e, _mode in self.tx_acks:
             self.unacked[t] = e
         self.tx_acks = []
         taken = list(self.unacked.items())
@@ -597,3 +653,12 @@ class Channel:
 
 
 _CHECKED_FLAGS = fastcodec.HAS_USER_ID | fastcodec.HAS_EXPIRATION
+
+# What a transactional ack / nack / reject does at commit.
+ACK = 0
+REQUEUE = 1
+REJECT = 2  # nack or reject without requeue: dropped, or dead-lettered when the queue has a DLX
+
+# Channel._enqueue outcome bits
+_STORED = 1
+_REFUSED = 2

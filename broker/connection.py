@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import socket
 from typing import TYPE_CHECKING, Any, cast
@@ -31,6 +32,20 @@ WRITE_HIGH_WATER = 1024 * 1024
 WRITE_LOW_WATER = 256 * 1024
 CLOSE_OK_TIMEOUT = 3.0
 YIELD_AFTER_BYTES = 32 * 1024
+
+
+def is_loopback_peer(peername: object) -> bool:
+    """Whether a transport's ``peername`` is this host: 127.0.0.0/8, ::1, their IPv4-mapped forms, or a unix
+    socket (whose peername is not an address tuple). Decides whether ``guest`` may log in."""
+    if not isinstance(peername, tuple):
+        return True
+    try:
+        address = ipaddress.ip_address(str(peername[0]).split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
 
 
 class BrokerConnection(asyncio.Protocol):
@@ -229,7 +244,9 @@ class BrokerConnection(asyncio.Protocol):
         hb = self.proto.heartbeat
         if self.transport is None:
             return
-        if self._received:
+        if self._received or self.reading_paused:
+            # While we hold the client's bytes back (store pressure) its heartbeats sit unread in the socket:
+            # silence we caused is not the client's fault, so it does not count (RabbitMQ pauses its monitor).
             self._received = False
             self._missed_ticks = 0
         else:
@@ -251,11 +268,7 @@ class BrokerConnection(asyncio.Protocol):
     def peer_is_loopback(self) -> bool:
         if self.transport is None:
             return False
-        peer = self.transport.get_extra_info("peername")
-        if not isinstance(peer, tuple):
-            return True  # unix socket
-        host = str(peer[0])
-        return host.startswith("127.") or host in ("::1", "::ffff:127.0.0.1") or host.startswith("::ffff:127.")
+        return is_loopback_peer(self.transport.get_extra_info("peername"))
 
     def on_open_vhost(self, vhost: str) -> None:
         vh = self.server.vhosts.get(vhost)

@@ -15,6 +15,7 @@ class Message:
         "_routing_key_b",
         "body",
         "exchange",
+        "expiration",
         "header",
         "msg_id",
         "persistent",
@@ -30,6 +31,7 @@ class Message:
         self.persistent = persistent
         self.msg_id = 0  # assigned when the message is stored
         self.timestamp_ms = 0
+        self.expiration: int | None = None  # the validated ``expiration`` property in ms, set by the channel
         self._exchange_b: bytes | None = None
         self._routing_key_b: bytes | None = None
         self._properties: Any = None

@@ -93,6 +93,7 @@ def recover(vhost: VHost, snapshot: Snapshot, committer: GroupCommitter) -> int:
     for qrec in snapshot.queues.values():
         q = Queue(qrec.name, vhost.name, durable=True, auto_delete=qrec.auto_delete, arguments=dict(qrec.arguments))
         q.on_unused = vhost.delete_queue
+        q.attach(vhost)
         q.store = committer
         vhost.queues[qrec.name] = q
     for b in snapshot.bindings:
@@ -123,7 +124,7 @@ def recover(vhost: VHost, snapshot: Snapshot, committer: GroupCommitter) -> int:
             entry = Entry(msg, target.seq, target)
             if mrec.msg_id in delivered:
                 entry.redelivered = True
-            target.ready.append(entry)
+            target.restore(entry)  # TTL counted from the stored publish time; priority queues sort it
             count += 1
     return count
 

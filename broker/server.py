@@ -149,15 +149,19 @@ class Server:
             "exclusive_queues": exclusive,
         }
 
-    async def shutdown(self, reason: str = "broker shutdown") -> None:
-        """Stop accepting, close every client with 320 CONNECTION_FORCED, wait for Close-Ok, then stop."""
+    async def shutdown(self, reason: str = "shutdown") -> None:
+        """Stop accepting, close every client with 320 CONNECTION_FORCED, wait for Close-Ok, then stop.
+
+        The reply text is RabbitMQ's for a node stop (``... with reason 'shutdown'``), which clients and
+        operators already recognise in their logs."""
         if self._stopped is None or self._stopped.is_set():
             return
         log.info("shutting down: %s", reason)
         for s in self._servers:
             s.close()
+        text = f"CONNECTION_FORCED - broker forced connection closure with reason '{reason}'"
         for conn in list(self.connections):
-            conn.close(CONNECTION_FORCED, f"CONNECTION_FORCED - {reason}")
+            conn.close(CONNECTION_FORCED, text)
         deadline = self.loop.time() + self.config.shutdown_timeout
         while self.connections and self.loop.time() < deadline:
             await asyncio.sleep(0.02)

@@ -243,6 +243,7 @@ class VHost:
         )
         q.on_unused = self.delete_queue
         self.queues[name] = q
+        q.attach(self)  # dead-lettering routes through this vhost; x-expires starts counting
         if durable and not exclusive and self.committer is not None:
             q.store = self.committer
             self._persist(queue_record(q))

@@ -213,7 +213,9 @@ class AMQPConnection:
         self.server_heartbeat = heartbeat
         self.max_message_size = max_message_size
         self.state = STARTING
-        self.reader = FrameReader(frame_max)
+        # Spec (frame-max): until Tune-Ok, frames are at most frame-min-size (4096), as RabbitMQ enforces too;
+        # an unauthenticated peer cannot make us buffer more than that.
+        self.reader = FrameReader(MIN_FRAME_MAX)
         self.channel_max = channel_max
         self.frame_max = frame_max
         self.heartbeat = heartbeat
@@ -596,7 +598,9 @@ class AMQPConnection:
             ):
                 return  # nothing to do: an unrequested Close-Ok, or a client's view of its own flow
             elif self.state == RUNNING and isinstance(method, commands.Connection.UpdateSecret):
-                raise ConnectionError_(NOT_IMPLEMENTED, "connection.update_secret is not supported", 10, 70)
+                # Like RabbitMQ's internal user database: no token backend re-checks the secret, so it is
+                # accepted as is (pika's and aio-pika's token-refresh calls expect Update-Secret-Ok).
+                self.send_method(0, commands.Connection.UpdateSecretOk())
             else:
                 raise ConnectionError_(
                     CHANNEL_ERROR,

@@ -231,7 +231,6 @@ def test_closing_a_channel_requeues_its_unacked_messages(amqp_url: str, loop_kin
         client.send_method(2, commands.Basic.Consume(queue=q, consumer_tag="c"))
         client.expect(2, commands.Basic.ConsumeOk)
         [read_delivery(client) for _ in range(3)]
-        get_tag = None
         client.send_method(2, commands.Basic.Cancel(consumer_tag="c"))
         client.expect(2, commands.Basic.CancelOk)
         publish_n(client, 1, q, 1, prefix=b"late")

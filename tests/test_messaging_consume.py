@@ -6,7 +6,7 @@ import asyncio
 import os
 import uuid
 from collections import deque
-from typing import NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import aio_pika
 import pika
@@ -62,6 +62,12 @@ class Client(RawClient):
         super().__init__(url, timeout)
         self.deliveries: deque[Delivery] = deque()
 
+    @classmethod
+    def open(cls, url: str, **kwargs: Any) -> Client:
+        client = super().open(url, **kwargs)
+        assert isinstance(client, Client)
+        return client
+
     def expect(self, channel: int, method_type: type[T]) -> T:
         while True:
             ch, value = next_frame(self)
@@ -83,7 +89,7 @@ def read_delivery(client: Client) -> Delivery:
     return Delivery(ch, frame.consumer_tag, frame.delivery_tag, frame.redelivered, read_body(client, ch))
 
 
-def declare(client: Client, channel: int, queue: str, **kwargs: object) -> commands.Queue.DeclareOk:
+def declare(client: Client, channel: int, queue: str, **kwargs: Any) -> commands.Queue.DeclareOk:
     client.send_method(channel, commands.Queue.Declare(queue=queue, **kwargs))
     return client.expect(channel, commands.Queue.DeclareOk)
 
@@ -92,7 +98,7 @@ def message_count(client: Client, channel: int, queue: str) -> int:
     return declare(client, channel, queue, passive=True).message_count
 
 
-def consume(client: Client, channel: int, queue: str, tag: str = "", **kwargs: object) -> str:
+def consume(client: Client, channel: int, queue: str, tag: str = "", **kwargs: Any) -> str:
     client.send_method(channel, commands.Basic.Consume(queue=queue, consumer_tag=tag, **kwargs))
     return client.expect(channel, commands.Basic.ConsumeOk).consumer_tag
 
@@ -269,6 +275,7 @@ async def test_aio_pika_sees_its_consumer_cancelled_when_the_queue_is_deleted(am
     async with connection:
         channel = await connection.channel()
         queue = await channel.declare_queue(uniq("q"))
+
         async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
             await message.ack()
 

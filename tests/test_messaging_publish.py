@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Iterator
+from typing import Any
 
 import aio_pika
 import pytest
@@ -228,12 +230,12 @@ def test_channel_error_on_publish_leaves_other_channels_working(amqp_url: str, l
 
 
 @pytest.fixture
-def small_limit_broker(loop_kind: str) -> ServerThread:
+def small_limit_broker(loop_kind: str) -> Iterator[ServerThread]:
     if EXTERNAL:
         pytest.skip("needs an amqpd configured with a small max_message_size; AMQP_URL points elsewhere")
     thread = ServerThread(Config(host="127.0.0.1", port=0, store="memory://", max_message_size=1000), loop_kind)
     thread.start()
-    yield thread  # type: ignore[misc]
+    yield thread
     thread.stop()
 
 
@@ -301,7 +303,7 @@ def test_confirms_for_a_burst_cover_every_seqno_once_and_may_be_coalesced(amqp_u
         client.send_method(1, commands.Queue.Declare(queue=q, exclusive=True))
         client.expect(1, commands.Queue.DeclareOk)
         client.send_method(1, commands.Confirm.Select(nowait=True))
-        frames = []
+        frames: list[AnyFrame] = []
         for i in range(50):
             frames += [
                 commands.Basic.Publish(exchange="", routing_key=q),
@@ -333,9 +335,7 @@ async def test_aio_pika_publishes_to_a_queue_are_confirmed(amqp_url: str) -> Non
 # ----------------------------------------------------------------------------------------------- sharing
 
 
-async def test_a_message_routed_to_several_queues_is_stored_once(
-    amqp_url: str, broker_server: ServerThread
-) -> None:
+async def test_a_message_routed_to_several_queues_is_stored_once(amqp_url: str, broker_server: ServerThread) -> None:
     connection = await aio_pika.connect(amqp_url)
     async with connection:
         channel = await connection.channel()
@@ -346,13 +346,13 @@ async def test_a_message_routed_to_several_queues_is_stored_once(
         await exchange.publish(aio_pika.Message(b"shared" * 1000), routing_key="")
         names = [q.name for q in queues]
 
-        def entries() -> list[object]:
+        def entries() -> list[Any]:
             vhost = broker_server.server.vhosts["/"]
             return [vhost.queues[name].ready[0] for name in names if vhost.queues[name].ready]
 
         found = await wait_for(lambda: len(broker_server.call(entries)) == 3 and broker_server.call(entries))
-        msgs = [entry.msg for entry in found]  # type: ignore[attr-defined]
+        msgs = [entry.msg for entry in found]
         assert msgs[0] is msgs[1] is msgs[2]
         assert msgs[0].body is msgs[1].body
-        assert [entry.queue.name for entry in found] == names  # type: ignore[attr-defined]
+        assert [entry.queue.name for entry in found] == names
         await exchange.delete()

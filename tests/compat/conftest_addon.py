@@ -25,7 +25,7 @@ def _amqpd_fixture_skip(name):
         if pattern == "fixture:" + name:
             _amqpd_pytest.skip(reason)
     # Not in the reviewed list: fail loudly rather than quietly run without the infrastructure.
-    _amqpd_pytest.fail("fixture %r needs the suite's own infrastructure and is not in skiplist.txt" % name)
+    _amqpd_pytest.fail(f"fixture {name!r} needs the suite's own infrastructure and is not in skiplist.txt")
 
 
 def pytest_configure(config):
