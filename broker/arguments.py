@@ -481,7 +481,8 @@ _STREAM_QUEUE_ARGS: Final = (
     "x-initial-cluster-size", "x-queue-leader-locator",
 )  # fmt: skip
 # Accepted by amqpd on both types but never compared on redeclare (RabbitMQ 3.x does not know them).
-_AMQPD_EXTRA_ARGS: Final = ("x-consumer-timeout",)
+# x-delivery-limit on classic queues is an amqpd extension (RabbitMQ 3.x: quorum queues only).
+_AMQPD_EXTRA_ARGS: Final = ("x-consumer-timeout", "x-delivery-limit")
 
 _TYPE_MODULES: Final = MappingProxyType({"classic": "rabbit_classic_queue", "quorum": "rabbit_quorum_queue"})
 _TYPE_ARGS: Final = MappingProxyType({"classic": CLASSIC_QUEUE_ARGS, "quorum": QUORUM_QUEUE_ARGS})

@@ -20,7 +20,7 @@ from broker.arguments import validate_expiration
 from broker.message import Message
 from broker.persistence import store_message
 from broker.publish_extras import EXTRA_FLAGS, route_extras, route_reply
-from broker.queue import Entry, Queue
+from broker.queue import FLOW_HIGH, Entry, Queue
 from broker.reply_to import REPLY_TO, consume_queue
 from protocol import fastcodec
 from protocol.errors import (
@@ -36,6 +36,13 @@ from protocol.errors import (
 if TYPE_CHECKING:
     from broker.connection import BrokerConnection
     from broker.vhost import VHost
+
+
+class _DeclareOk(commands.Queue.DeclareOk):
+    """Queue.DeclareOk without pamqp's name check: its spec regex refuses names RabbitMQ accepts ('é', '*')."""
+
+    def validate(self) -> None:
+        pass
 
 
 def _consumer_tag() -> str:
@@ -231,6 +238,8 @@ class Channel:
         for q in queues:
             if q.put(msg):  # refused by x-overflow reject-publish (queue-features)
                 outcome |= _REFUSED
+            if q.consumers and len(q.ready) > FLOW_HIGH:
+                self.conn.throttle(q)
         return outcome
 
     def _check_properties(self, flags: int, header: bytes) -> int | None:
@@ -589,7 +598,7 @@ class Channel:
         q.touch()  # a declare restarts the x-expires countdown (queue-features)
         if not m.nowait:
             self.send_method(
-                commands.Queue.DeclareOk(queue=q.name, message_count=q.message_count, consumer_count=q.consumer_count)
+                _DeclareOk(queue=q.name, message_count=q.message_count, consumer_count=q.consumer_count)
             )
 
     def _queue_bind(self, m: commands.Queue.Bind) -> None:

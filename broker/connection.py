@@ -83,6 +83,8 @@ class BrokerConnection(asyncio.Protocol):
         self._held: list[bytes] | None = None  # output waiting for the store (see hold_output_until_durable)
         self._holds = 0
         self.reading_paused = False
+        self._store_paused = False
+        self._flow_holds = 0  # queues whose backlog currently holds this publisher back
 
     # ------------------------------------------------------------------ asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -200,6 +202,27 @@ class BrokerConnection(asyncio.Protocol):
         self.flush()  # then whatever was queued after the hold
 
     def pause_reading_for_store(self, paused: bool) -> None:
+        self._store_paused = paused
+        self._update_reading()
+
+    def throttle(self, queue: Queue) -> None:
+        """Credit flow, RabbitMQ style: stop reading this publisher while ``queue`` has consumers and a backlog
+        they are not keeping up with; the queue calls :meth:`unthrottle` once it has drained to its low mark.
+        Without it a flat-out publisher takes the whole CPU and the consumers fall ever further behind."""
+        blocked = queue.flow_blocked
+        if blocked is None:
+            blocked = queue.flow_blocked = set()
+        if self not in blocked:
+            blocked.add(self)
+            self._flow_holds += 1
+            self._update_reading()
+
+    def unthrottle(self) -> None:
+        self._flow_holds -= 1
+        self._update_reading()
+
+    def _update_reading(self) -> None:
+        paused = self._store_paused or self._flow_holds > 0
         transport = self.transport
         if transport is None or paused == self.reading_paused:
             return

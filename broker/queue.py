@@ -23,6 +23,11 @@ from typing import TYPE_CHECKING, Any
 from broker.expiry import LOOP_CLOCK, Clock, TimerHandle
 from protocol import fastcodec
 
+# Publisher flow control: a queue with consumers and more than FLOW_HIGH ready messages stops reading from the
+# connections publishing into it until it is back at FLOW_LOW (see BrokerConnection.throttle).
+FLOW_HIGH = 20000
+FLOW_LOW = 10000
+
 if TYPE_CHECKING:
     from broker.consumer import Consumer
     from broker.message import Message
@@ -277,6 +282,7 @@ class Queue:
         self.on_unused: Callable[[Queue], object] | None = None  # auto-delete hook, set by the vhost
         self.store: GroupCommitter | None = None  # set for durable, non-exclusive queues when a store is used
         self.host: Any = None  # the VHost (see attach): dead-lettering routes through it
+        self.flow_blocked: set[Any] | None = None  # publishing connections paused by this queue's backlog
         # Features (read only by the featured methods; see _enable_features)
         self.featured = False
         self.ttl: int | None = None  # x-message-ttl
@@ -343,6 +349,14 @@ class Queue:
                 active.append(consumer)
             else:
                 consumer.parked = True
+        if self.flow_blocked is not None and len(ready) <= FLOW_LOW:
+            self.release_publishers()
+
+    def release_publishers(self) -> None:
+        """Resume the publishers this queue's backlog paused (drained, no consumers left, or deleted)."""
+        blocked, self.flow_blocked = self.flow_blocked, None
+        for conn in blocked or ():
+            conn.unthrottle()
 
     def get(self) -> Entry | None:
         return self.ready.popleft() if self.ready else None
@@ -364,6 +378,8 @@ class Queue:
                 self.forget(e)
         self.ready.clear()
         self.ready_bytes = 0
+        if self.flow_blocked is not None:
+            self.release_publishers()
         return n
 
     def forget(self, entry: Entry) -> None:
@@ -430,6 +446,8 @@ class Queue:
         if self.sac and self.sac_active is consumer:
             self._next_single_active()
         if not self.consumers:
+            if self.flow_blocked is not None:
+                self.release_publishers()
             if self.auto_delete and self.had_consumer and self.on_unused is not None:
                 self.on_unused(self)
             elif self.expires_ms is not None and not self.deleted:
@@ -455,6 +473,8 @@ class Queue:
         self.deleted = True
         n = len(self.ready)
         self.ready.clear()
+        if self.flow_blocked is not None:
+            self.release_publishers()
         self.ready_bytes = 0
         self._cancel_timers()
         consumers, self.consumers = self.consumers, []

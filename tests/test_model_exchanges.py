@@ -34,7 +34,12 @@ PREDECLARED = {
     "amq.match": "headers",
 }
 DEFAULT_REFUSED = "ACCESS_REFUSED - operation not permitted on the default exchange"
-_CODES = {ChannelAccessRefused: 403, ChannelNotFoundEntity: 404, ChannelLockedResource: 405, ChannelPreconditionFailed: 406}
+_CODES = {
+    ChannelAccessRefused: 403,
+    ChannelNotFoundEntity: 404,
+    ChannelLockedResource: 405,
+    ChannelPreconditionFailed: 406,
+}
 
 
 def unique(kind: str) -> str:

@@ -174,7 +174,8 @@ def prepare_aio_pika(python: Path, work: Path) -> Path:
     return tree
 
 
-def prepare_pika(work: Path, host: str, port: int) -> Path:
+def pika_git_dir() -> str:
+    """PIKA_GIT_DIR, checked to hold pika's release tag; SuiteUnavailable saying how to get one otherwise."""
     git_dir = os.environ.get("PIKA_GIT_DIR")
     if not git_dir:
         raise SuiteUnavailable(
@@ -189,6 +190,11 @@ def prepare_pika(work: Path, host: str, port: int) -> Path:
     )
     if found.returncode != 0:
         raise SuiteUnavailable(f"PIKA_GIT_DIR={git_dir} has no tag {PIKA_TAG}: git fetch --tags there first")
+    return git_dir
+
+
+def prepare_pika(work: Path, host: str, port: int) -> Path:
+    git_dir = pika_git_dir()
     archive = subprocess.run(
         ["git", "--git-dir", git_dir, "archive", "--format=tar", f"refs/tags/{PIKA_TAG}"],
         capture_output=True,
@@ -380,11 +386,14 @@ def run_suite(
     label = args.label or ("amqpd" if args.url is None else "external")
     junit = results / f"{suite}-{label}.xml"
     output = results / f"{suite}-{label}.log"
+    junit.unlink(missing_ok=True)  # a reused results dir must not report an earlier run
     suite_work = work / suite
     suite_work.mkdir()
     broker: Amqpd | None = None
     started = time.monotonic()
     try:
+        if suite == "pika":
+            pika_git_dir()  # before starting a broker for nothing
         if args.url is None:
             data_dir = suite_work / "amqpd-data"
             data_dir.mkdir()
