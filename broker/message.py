@@ -10,16 +10,16 @@ from protocol import fastcodec
 
 class Message:
     __slots__ = (
-        "_exchange_b",
         "_properties",
-        "_routing_key_b",
         "body",
         "exchange",
+        "exchange_b",
         "expiration",
         "header",
         "msg_id",
         "persistent",
         "routing_key",
+        "routing_key_b",
         "timestamp_ms",
     )
 
@@ -32,23 +32,10 @@ class Message:
         self.msg_id = 0  # assigned when the message is stored
         self.timestamp_ms = 0
         self.expiration: int | None = None  # the validated ``expiration`` property in ms, set by the channel
-        self._exchange_b: bytes | None = None
-        self._routing_key_b: bytes | None = None
+        # Encoded once here (two short encodes) rather than behind a property: every delivery reads them.
+        self.exchange_b = exchange.encode()
+        self.routing_key_b = routing_key.encode()
         self._properties: Any = None
-
-    @property
-    def exchange_b(self) -> bytes:
-        b = self._exchange_b
-        if b is None:
-            b = self._exchange_b = self.exchange.encode()
-        return b
-
-    @property
-    def routing_key_b(self) -> bytes:
-        b = self._routing_key_b
-        if b is None:
-            b = self._routing_key_b = self.routing_key.encode()
-        return b
 
     @property
     def properties(self) -> Any:
