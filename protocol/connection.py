@@ -44,6 +44,7 @@ from protocol.framing import (
     FRAME_BODY,
     FRAME_HEADER,
     FRAME_METHOD,
+    FRAME_PUBLISH,
     HEARTBEAT_FRAME,
     PROTOCOL_HEADER,
     FrameReader,
@@ -272,6 +273,15 @@ class AMQPConnection:
                 self._channel_frame(ftype, channel, payload)
             elif state == CLOSED:
                 return
+            elif ftype == FRAME_PUBLISH:
+                # A publish outside a running channel: treat its three frames one by one, as they arrived.
+                for sub_type, sub_payload in zip((FRAME_METHOD, FRAME_HEADER, FRAME_BODY), payload, strict=True):
+                    if sub_type == FRAME_BODY and not sub_payload:
+                        break
+                    if self.state == CLOSING:
+                        self._closing_frame(sub_type, channel, sub_payload)
+                    elif self.state != CLOSED:
+                        self._connection_frame(sub_type, channel, sub_payload)
             elif state == CLOSING:
                 self._closing_frame(ftype, channel, payload)
             else:
@@ -296,7 +306,37 @@ class AMQPConnection:
         )
 
     # ------------------------------------------------------------------ channel frames (hot)
-    def _channel_frame(self, ftype: int, channel: int, payload: bytes) -> None:
+    def _publish(self, channel: int, parts: tuple[bytes, bytes, bytes]) -> None:
+        """A complete publish cut in one piece by the frame reader (see FRAME_PUBLISH): the common case.
+
+        Only the well-formed case is handled here; anything that needs an error reply is replayed through the
+        one-frame-at-a-time path, which knows every error's exact code and text."""
+        method, header, body = parts
+        chan = self.channels.get(channel)
+        if chan is not None and not chan.closing and chan.exchange is None and header[0] == 0 and header[1] == 60:
+            try:
+                exchange, routing_key, mandatory, immediate = fastcodec.decode_publish(method)
+            except ValueError:
+                immediate = True  # replayed below, to get the precise decode error
+            if not immediate and len(body) <= self.max_message_size:
+                try:
+                    self.handler.on_publish(channel, exchange, routing_key, mandatory, header, body)
+                except AMQPError as err:
+                    self._error(channel, err.with_method(60, 40))
+                except Exception as exc:  # a bug in the broker must not take the process down
+                    log.exception("internal error on channel %d", channel)
+                    self._connection_error(ConnectionError_(INTERNAL_ERROR, f"internal error: {type(exc).__name__}"))
+                return
+        self._channel_frame(FRAME_METHOD, channel, method)
+        if self.state == RUNNING:
+            self._channel_frame(FRAME_HEADER, channel, header)
+        if body and self.state == RUNNING:
+            self._channel_frame(FRAME_BODY, channel, body)
+
+    def _channel_frame(self, ftype: int, channel: int, payload: Any) -> None:
+        if ftype == FRAME_PUBLISH:
+            self._publish(channel, payload)
+            return
         chan = self.channels.get(channel)
         try:
             if ftype == FRAME_METHOD:
@@ -360,9 +400,7 @@ class AMQPConnection:
                     return
                 if chan.exchange is None or chan.header is None:
                     if chan.exchange is None:
-                        raise ConnectionError_(
-                            UNEXPECTED_FRAME, "expected method frame, got non method frame instead"
-                        )
+                        raise ConnectionError_(UNEXPECTED_FRAME, "expected method frame, got non method frame instead")
                     raise ConnectionError_(
                         UNEXPECTED_FRAME,
                         "expected content header for class 60, got non content header frame instead",
@@ -514,6 +552,11 @@ class AMQPConnection:
             raise err.with_method(60, 40) from None
 
     # ------------------------------------------------------------------ errors and closing
+    def close_channel(self, channel: int, err: AMQPError) -> None:
+        """Close one channel on the broker's own initiative, outside any client frame (a consumer ack timeout):
+        released and answered with Channel.Close exactly as if handling one of its frames had raised ``err``."""
+        self._error(channel, err)
+
     def _error(self, channel: int, err: AMQPError) -> None:
         if err.is_connection_error or channel == 0:
             self._connection_error(err)

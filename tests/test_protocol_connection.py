@@ -335,3 +335,102 @@ def test_client_close_gets_close_ok_and_ends_connection() -> None:
     _, ok = last_close(conn)
     assert isinstance(ok, commands.Connection.CloseOk)
     assert ("close",) in rec.calls
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The one-piece publish path (FRAME_PUBLISH) must be indistinguishable from the frame-by-frame path.
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_STEP = st.one_of(
+    st.tuples(
+        st.just("publish"),
+        st.integers(1, 3),
+        st.sampled_from(["", "ex", "amq.topic"]),
+        st.text(max_size=8),
+        st.booleans(),
+        st.one_of(st.integers(0, 300), st.integers(7900, 9000)),
+        st.sampled_from([False, False, False, True]),  # immediate, now and then
+        st.sampled_from([60, 60, 60, 50]),  # content header class
+    ),
+    st.tuples(st.just("open"), st.integers(1, 3)),
+    st.tuples(st.just("close"), st.integers(1, 3)),
+    st.tuples(st.just("ack"), st.integers(1, 3), st.integers(0, 5), st.booleans()),
+    st.tuples(st.just("purge"), st.integers(0, 3)),
+)
+
+
+def _encode_steps(steps: list[tuple[Any, ...]]) -> bytes:
+    out = bytearray()
+    for step in steps:
+        kind, ch = step[0], step[1]
+        if kind == "publish":
+            _, ch, ex, rk, mandatory, size, immediate, class_id = step
+            out += m(ch, commands.Basic.Publish(exchange=ex, routing_key=rk, mandatory=mandatory, immediate=immediate))
+            head = bytearray(pframe.marshal(ContentHeader(0, size, commands.Basic.Properties()), ch))
+            head[7:9] = class_id.to_bytes(2, "big")
+            out += head
+            body = bytes(range(256)) * (size // 256 + 1)
+            for i in range(0, size, 8184):
+                out += pframe.marshal(ContentBody(body[i : min(size, i + 8184)]), ch)
+        elif kind == "open":
+            out += m(ch, commands.Channel.Open())
+        elif kind == "close":
+            out += m(ch, commands.Channel.Close(reply_code=200, reply_text="", class_id=0, method_id=0))
+        elif kind == "ack":
+            out += m(ch, commands.Basic.Ack(delivery_tag=step[2], multiple=step[3]))
+        else:
+            out += m(ch, commands.Queue.Purge(queue="q"))
+    return bytes(out)
+
+
+def _run(data: bytes, chunk: int) -> tuple[list[tuple[Any, ...]], bytes, str]:
+    rec = Recorder()
+    conn = AMQPConnection(rec, frame_max=8192, max_message_size=8000)
+    conn.receive_data(
+        HANDSHAKE.replace(
+            m(0, commands.Connection.TuneOk(channel_max=2047, frame_max=131072, heartbeat=60)),
+            m(0, commands.Connection.TuneOk(channel_max=2047, frame_max=8192, heartbeat=60)),
+        )
+    )
+    assert conn.state == RUNNING
+    conn.data_to_send()
+    for i in range(0, len(data), chunk):
+        conn.receive_data(data[i : i + chunk])
+    return rec.calls, conn.data_to_send(), conn.state
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(_STEP, max_size=12))
+def test_publish_fast_path_is_indistinguishable_from_frame_by_frame(steps: list[tuple[Any, ...]]) -> None:
+    data = _encode_steps([("open", 1), *steps])
+    whole = _run(data, len(data) or 1)
+    assert whole == _run(data, 1)  # byte by byte: the reader never sees a publish in one piece
+    assert whole == _run(data, 97)
+
+
+def test_a_publish_in_one_read_takes_the_one_piece_path() -> None:
+    from protocol.framing import FRAME_PUBLISH, FrameReader
+
+    data = _encode_steps([("publish", 1, "ex", "rk", False, 10, False, 60)])
+    reader = FrameReader(131072)
+    reader.feed(PROTOCOL_HEADER)
+    frames = reader.feed(data)
+    assert [f[0] for f in frames] == [FRAME_PUBLISH]
+    assert frames[0][2][2] == bytes(range(10))
+
+
+@pytest.mark.parametrize(
+    "step",
+    [
+        ("publish", 1, "ex", "rk", False, 8100, False, 60),  # over max_message_size, body in one frame
+        ("publish", 1, "ex", "rk", True, 10, True, 60),  # immediate
+        ("publish", 1, "ex", "rk", False, 10, False, 50),  # header of the wrong class
+        ("publish", 2, "ex", "rk", False, 10, False, 60),  # channel never opened
+        ("publish", 1, "ex", "rk", False, 0, False, 60),  # empty body: no body frame
+    ],
+)
+def test_unusual_publishes_get_the_same_answer_in_one_piece_and_byte_by_byte(step: tuple[Any, ...]) -> None:
+    data = _encode_steps([("open", 1), step, ("purge", 1)])
+    assert _run(data, len(data)) == _run(data, 1)
