@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from pamqp import commands
 from pamqp.base import Frame
 
+from broker import consumer_timeout
 from broker.arguments import validate_expiration
 from broker.message import Message
 from broker.persistence import store_message
@@ -135,6 +136,7 @@ class Channel:
         self.tx_acks: list[tuple[int, Entry, int]] = []  # (tag, entry, ACK / REQUEUE / REJECT)
         self.last_queue = ""  # the "most recently declared queue" for empty queue names
         self.closed = False
+        consumer_timeout.watch(conn.server)  # its timer finds unacked deliveries: nothing per delivery here
         self._dispatch: dict[type, Callable[[Any], None]] = {
             commands.Exchange.Declare: self._exchange_declare,
             commands.Exchange.Delete: self._exchange_delete,
@@ -448,6 +450,18 @@ class Channel:
         del self.consumers[consumer.tag]
         if not self.closed and self.conn.proto.capabilities.get("consumer_cancel_notify"):
             self.send_method(commands.Basic.Cancel(consumer_tag=consumer.tag, nowait=True))
+
+    def cancel_timed_out(self, consumer: ChannelConsumer) -> None:
+        """``consumer`` held a delivery unacked too long (broker/consumer_timeout.py) and its client understands
+        a server-sent basic.cancel: cancel it and requeue what it holds unacked here; the channel stays open."""
+        if self.consumers.get(consumer.tag) is consumer:
+            del self.consumers[consumer.tag]
+            self.send_method(commands.Basic.Cancel(consumer_tag=consumer.tag, nowait=True))
+            consumer.queue.remove_consumer(consumer)  # first, so the requeue below cannot hand them back to it
+        held = [(t, e) for t, e in self.unacked.items() if e.consumer is consumer]
+        for t, _e in held:
+            del self.unacked[t]
+        self._settle(held, requeue=True)
 
     def _basic_qos(self, m: commands.Basic.Qos) -> None:
         if m.prefetch_size:

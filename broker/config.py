@@ -21,4 +21,7 @@ class Config:
     max_message_size: int = 128 * 1024 * 1024
     handshake_timeout: float = 10.0
     shutdown_timeout: float = 5.0
+    # ms a consumer may hold a delivery unacked before it is cancelled (or its channel closed); 0 = no limit.
+    # RabbitMQ's default; a queue's x-consumer-timeout overrides it (broker/consumer_timeout.py).
+    consumer_timeout: int = 1800000
     loop: str = "auto"  # auto | uvloop | asyncio

@@ -40,6 +40,8 @@ HELP: dict[str, str] = {
     "max_message_size": "largest message body in bytes (default: 134217728)",
     "handshake_timeout": "seconds a client has to finish the AMQP handshake (default: 10)",
     "shutdown_timeout": "seconds to wait for clients to acknowledge shutdown (default: 5)",
+    "consumer_timeout": "milliseconds a consumer may keep a delivery unacknowledged before it is cancelled "
+    "(or its channel closed); a queue's x-consumer-timeout overrides it; 0 disables (default: 1800000)",
     "loop": "event loop: auto (uvloop when installed), uvloop or asyncio (default: auto)",
 }
 
@@ -54,6 +56,7 @@ METAVARS = {
     "loop": "KIND",
     "frame_max": "BYTES",
     "max_message_size": "BYTES",
+    "consumer_timeout": "MS",
 }
 
 
@@ -197,6 +200,7 @@ VALIDATORS: dict[str, Callable[[Any], str | None]] = {
     "max_message_size": _int_range(1, 512 * 1024 * 1024),
     "handshake_timeout": _positive,
     "shutdown_timeout": _positive,
+    "consumer_timeout": _int_range(0, None),
     "loop": _one_of(LOOP_KINDS),
     "log_level": _one_of(LOG_LEVELS),
     "store": _store_url,

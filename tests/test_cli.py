@@ -36,6 +36,7 @@ NON_DEFAULT = {
     "max_message_size": "1048576",
     "handshake_timeout": "2.5",
     "shutdown_timeout": "1.5",
+    "consumer_timeout": "60000",
     "loop": "asyncio",
 }
 

@@ -8,9 +8,11 @@ pika's acceptance tests from a git repository of pika (``PIKA_GIT_DIR``) at its 
 dedicated virtualenv (``COMPAT_VENV``, default under ~/.cache/amqpd-compat) because aio-pika's tests need
 the aiomisc-pytest plugin, which must not be installed next to the project's pytest-asyncio. Without
 ``--url`` each suite gets a fresh amqpd subprocess on a free port. Each suite prints one line
-``SUITE: N passed, N failed, N skipped`` and leaves a JUnit XML file in the results directory, to compare
-broker against broker with ``diff``. Exit status: 0 when every suite that ran passed, 1 when a test
-failed, 2 when a suite could not run.
+``SUITE: N passed, N failed, N skipped`` as its closing line and leaves a JUnit XML file in the results
+directory, to compare broker against broker with ``diff``. Failures listed in known-failures.txt (tests that
+fail on RabbitMQ too) are reported as known and do not fail the run. Exit status: 0 when every failure is a
+known one, 1 when any other test failed (or amqpd exited, or pytest stopped early), 2 when a suite could
+not run. ``--ci`` makes a suite that is skipped for want of ``PIKA_GIT_DIR`` an error (2) as well.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 SKIPLIST = HERE / "skiplist.txt"
+KNOWN_FAILURES = HERE / "known-failures.txt"
 ADDON = HERE / "conftest_addon.py"
 
 AIO_PIKA_VERSION = "10.2.1"  # the version pinned in pyproject.toml's dev dependencies
@@ -68,7 +71,24 @@ class Outcome:
 
 
 class SuiteUnavailable(Exception):
-    """The suite cannot run here (missing sources, broken setup); the message says what to do."""
+    """The suite cannot run here (missing sources, broken setup); the message says what to do.
+
+    ``details`` (e.g. pip's error output) is printed before the suite's one-line closing message.
+    """
+
+    def __init__(self, message: str, details: str = "") -> None:
+        super().__init__(message)
+        self.details = details
+
+
+@dataclass
+class SuiteResult:
+    suite: str
+    outcome: Outcome | None = None  # None: the suite did not run, or ended without a JUnit XML file
+    not_run: str = ""  # why it did not run, one line
+    details: str = ""  # what the failing step printed
+    problems: list[str] = field(default_factory=list)  # failures outside the tests (amqpd exited, ...)
+    optional: bool = False  # pika without PIKA_GIT_DIR: not an error unless --ci
 
 
 # ---------------------------------------------------------------------------------------------- environment
@@ -88,7 +108,10 @@ def venv_dir() -> Path:
 
 
 def ensure_venv() -> Path:
-    """The dedicated virtualenv's python, created and filled on first use (about 30 s)."""
+    """The dedicated virtualenv's python, created and filled on first use (about 30 s).
+
+    Raises SuiteUnavailable naming the step that failed (e.g. PyPI unreachable) with its output.
+    """
     root = venv_dir()
     python = root / "bin" / "python"
     stamp = root / "amqpd-compat-requirements.txt"
@@ -96,27 +119,93 @@ def ensure_venv() -> Path:
     if python.exists() and stamp.exists() and stamp.read_text() == wanted:
         return python
     log(f"installing the suites' test dependencies into {root}")
-    subprocess.run([sys.executable, "-m", "venv", str(root)], check=True)
-    subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *SUITE_REQUIREMENTS],
-        check=True,
+    steps = (
+        ("create the virtualenv", [sys.executable, "-m", "venv", str(root)]),
+        (
+            "install the suites' test dependencies (pip install from PyPI or the configured index)",
+            [
+                str(python),
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--root-user-action=ignore",  # CI runs as root; the venv is ours alone
+                *SUITE_REQUIREMENTS,
+            ],
+        ),
     )
+    for what, command in steps:
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode != 0:
+            # No stamp is written, so the next run starts this over.
+            output = (done.stdout + done.stderr).strip()
+            raise SuiteUnavailable(
+                f"could not {what} in {root}: {' '.join(command[:4])} ... exited with {done.returncode}"
+                + pip_error(output),
+                output,
+            )
     stamp.write_text(wanted)
     return python
 
 
-def read_skiplist(suite: str) -> list[tuple[str, str]]:
+def pip_error(output: str) -> str:
+    """pip's own last ERROR line (e.g. no matching distribution, connection refused), for a one-line message."""
+    errors = [line.strip() for line in output.splitlines() if line.startswith("ERROR:")]
+    return f": {errors[-1][:200]}" if errors else ""
+
+
+def read_entries(path: Path, suite: str) -> list[tuple[str, str]]:
+    """The (pattern, reason) pairs for `suite` of a reviewed list: lines of SUITE PATTERN REASON."""
     entries: list[tuple[str, str]] = []
-    for number, raw in enumerate(SKIPLIST.read_text().splitlines(), 1):
+    for number, raw in enumerate(path.read_text().splitlines(), 1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
         parts = line.split(None, 2)
         if len(parts) != 3:
-            raise SystemExit(f"{SKIPLIST}:{number}: expected SUITE PATTERN REASON")
+            raise SystemExit(f"{path}:{number}: expected SUITE PATTERN REASON")
         if parts[0] == suite:
             entries.append((parts[1], parts[2]))
     return entries
+
+
+def read_skiplist(suite: str) -> list[tuple[str, str]]:
+    return read_entries(SKIPLIST, suite)
+
+
+def read_known_failures(suite: str) -> list[tuple[str, str]]:
+    return read_entries(KNOWN_FAILURES, suite)
+
+
+def known_pattern(pattern: str) -> re.Pattern[str]:
+    # "*" is the only wildcard: parametrized ids carry brackets, which fnmatch would read as character sets.
+    return re.compile(".*".join(re.escape(part) for part in pattern.split("*")))
+
+
+@dataclass
+class Verdict:
+    known: dict[str, str] = field(default_factory=dict)  # failed test -> reason from known-failures.txt
+    unexpected: dict[str, str] = field(default_factory=dict)  # failed test -> its error line
+    known_passed: list[str] = field(default_factory=list)  # listed tests that passed this time (flaky ones)
+
+
+def classify(outcome: Outcome, known: Sequence[tuple[str, str]]) -> Verdict:
+    """Split the failures into known ones (listed, failing on RabbitMQ too) and the rest."""
+    compiled = [(known_pattern(pattern), reason) for pattern, reason in known]
+
+    def reason_for(test: str) -> str | None:
+        return next((reason for regex, reason in compiled if regex.fullmatch(test)), None)
+
+    verdict = Verdict()
+    for test, error in outcome.failed.items():
+        reason = reason_for(test)
+        if reason is None:
+            verdict.unexpected[test] = error
+        else:
+            verdict.known[test] = reason
+    verdict.known_passed = [test for test in outcome.passed if reason_for(test) is not None]
+    return verdict
 
 
 def extract_tar(data: bytes, dest: Path) -> None:
@@ -164,7 +253,12 @@ def prepare_aio_pika(python: Path, work: Path) -> Path:
         text=True,
     )
     if fetched.returncode != 0:
-        raise SuiteUnavailable(f"pip could not download aio-pika's sdist:\n{fetched.stderr}")
+        output = (fetched.stdout + fetched.stderr).strip()
+        raise SuiteUnavailable(
+            f"pip could not download aio-pika {AIO_PIKA_VERSION}'s sdist from PyPI or the configured index "
+            f"(exited with {fetched.returncode}){pip_error(output)}",
+            output,
+        )
     sdists = list(download.glob("aio_pika-*.tar.gz"))
     if len(sdists) != 1:
         raise SuiteUnavailable(f"expected one aio-pika sdist in {download}, found {sdists}")
@@ -327,7 +421,8 @@ def run_pytest(
     test_timeout: int,
     total_timeout: int,
     quiet: bool,
-) -> None:
+) -> int:
+    """pytest's exit status (negative: killed by that signal)."""
     command = [
         str(python),
         "-m",
@@ -369,6 +464,7 @@ def run_pytest(
         finally:
             killer.cancel()
             proc.wait()
+    return proc.returncode
 
 
 def suite_env(url: str, skips: list[tuple[str, str]]) -> dict[str, str]:
@@ -380,9 +476,25 @@ def suite_env(url: str, skips: list[tuple[str, str]]) -> dict[str, str]:
     return env
 
 
+def pytest_problem(status: int, outcome: Outcome, output: Path, total_timeout: int) -> str | None:
+    """Why pytest's exit status means a failure that the JUnit XML does not show, if it does."""
+    if status == 0 or (status == 1 and outcome.failed):
+        return None
+    if status == 1:
+        text = output.read_text(errors="replace")
+        if "session-timeout" in text:
+            return f"the suite ran out of its {total_timeout} s and stopped before all tests ran"
+        return "pytest exited with status 1 but the JUnit XML records no failed test"
+    if status < 0:
+        return f"pytest was killed by signal {-status}"
+    meaning = {2: "interrupted", 3: "internal error", 4: "usage error", 5: "no tests collected"}
+    return f"pytest exited with status {status} ({meaning.get(status, 'unknown status')})"
+
+
 def run_suite(
     suite: str, args: argparse.Namespace, python: Path, work: Path, results: Path
-) -> Outcome | None:
+) -> SuiteResult:
+    result = SuiteResult(suite)
     label = args.label or ("amqpd" if args.url is None else "external")
     junit = results / f"{suite}-{label}.xml"
     output = results / f"{suite}-{label}.log"
@@ -416,7 +528,7 @@ def run_suite(
             extra = ["-p", "no:aiomisc"]  # pika's tests are unittest-based; aio-pika's loop plugin stays out
         total = args.aio_pika_total_timeout if suite == "aio-pika" else args.pika_total_timeout
         log(f"{suite}: running against {url} (JUnit XML: {junit}, output: {output})")
-        run_pytest(
+        status = run_pytest(
             python,
             tree,
             targets,
@@ -429,22 +541,54 @@ def run_suite(
             args.quiet,
         )
     except SuiteUnavailable as exc:
-        print(f"{suite}: not run: {exc}", flush=True)
-        return None
+        result.not_run, result.details = str(exc), exc.details
+        result.optional = suite == "pika" and not os.environ.get("PIKA_GIT_DIR")
+        return result
     finally:
         if broker is not None:
             died = broker.exit_code()
             code = broker.stop()
             if died is not None:
-                print(f"{suite}: amqpd exited with code {code} during the suite; see {broker.log_path}")
-    elapsed = time.monotonic() - started
+                result.problems.append(f"amqpd exited with code {code} during the suite; see {broker.log_path}")
+    log(f"{suite}: took {time.monotonic() - started:.0f} s")
     if not junit.exists():
-        print(f"{suite}: did not finish (no JUnit XML); see {output}", flush=True)
-        return None
-    outcome = parse_junit(junit)
-    print(outcome.summary(suite), flush=True)
-    log(f"{suite}: took {elapsed:.0f} s")
-    return outcome
+        result.not_run = f"pytest ended without a JUnit XML file (exit status {status}); see {output}"
+        return result
+    result.outcome = parse_junit(junit)
+    problem = pytest_problem(status, result.outcome, output, total)
+    if problem:
+        result.problems.append(f"{problem}; see {output}")
+    return result
+
+
+def report(result: SuiteResult, known: Sequence[tuple[str, str]], ci: bool) -> int:
+    """Print what a suite's run amounts to, closing with its one-line summary; return its exit status."""
+    suite = result.suite
+    if result.outcome is None:
+        if result.details:
+            print(result.details)
+        print(f"{suite}: not run: {result.not_run}", flush=True)
+        return 0 if result.optional and not ci else 2
+    verdict = classify(result.outcome, known)
+    for test, reason in sorted(verdict.known.items()):
+        print(f"known failure: {suite} {test} ({reason})")
+    for test in verdict.known_passed:
+        print(f"known failure passed this time: {suite} {test}")
+    if verdict.unexpected or result.problems:
+        rule = "!" * 100
+        print(rule)
+        if verdict.unexpected:
+            print(
+                f"{suite}: {len(verdict.unexpected)} failed test(s) not in "
+                f"{KNOWN_FAILURES.relative_to(REPO)} (known to fail on RabbitMQ too):"
+            )
+        for test, error in sorted(verdict.unexpected.items()):
+            print(f"FAILED {suite} {test}\n    {error}")
+        for problem in result.problems:
+            print(f"FAILED {suite}: {problem}")
+        print(rule)
+    print(result.outcome.summary(suite), flush=True)
+    return 1 if verdict.unexpected or result.problems else 0
 
 
 # ----------------------------------------------------------------------------------------------------- diff
@@ -492,6 +636,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--pika-total-timeout", type=int, default=600, help="seconds for the pika suite")
     parser.add_argument("--keep", action="store_true", help="keep the unpacked suites in the work dir")
     parser.add_argument("--quiet", action="store_true", help="print only the summary lines")
+    parser.add_argument(
+        "--ci",
+        action="store_true",
+        help="every selected suite must run: pika without PIKA_GIT_DIR is an error (exit status 2)",
+    )
     parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments, after --")
     return parser.parse_args(argv)
 
@@ -524,20 +673,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         return diff(Path(argv[1]), Path(argv[2]))
     args = parse_args(argv)
+    known = {suite: read_known_failures(suite) for suite in suites(args.suite)}  # a typo fails before the run
     results = args.results or Path(tempfile.mkdtemp(prefix="amqpd-compat-results-"))
     results.mkdir(parents=True, exist_ok=True)
-    python = ensure_venv()
-    status = 0
+    try:
+        python = ensure_venv()
+    except SuiteUnavailable as exc:
+        if exc.details:
+            print(exc.details)
+        return max(report(SuiteResult(suite, not_run=str(exc)), [], args.ci) for suite in suites(args.suite))
     with WorkDir(Path(tempfile.mkdtemp(prefix="amqpd-compat-")), args.keep) as work:
-        for suite in suites(args.suite):
-            outcome = run_suite(suite, args, python, work, results)
-            if outcome is None:
-                if suite != "pika" or os.environ.get("PIKA_GIT_DIR"):
-                    status = max(status, 2)
-            elif outcome.failed:
-                status = max(status, 1)
+        outcomes = [run_suite(suite, args, python, work, results) for suite in suites(args.suite)]
     log(f"results in {results}")
-    return status
+    # The suites' closing lines come last, so that they end the output.
+    return max(report(result, known[result.suite], args.ci) for result in outcomes)
 
 
 if __name__ == "__main__":
