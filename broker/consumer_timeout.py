@@ -98,24 +98,38 @@ class ConsumerTimeouts:
             self.ages.clear()
             return  # the next channel opened starts it again
         now = int(server.loop.time() * 1000)
-        previous, self.ages = self.ages, {}
+        previous, ages_now = self.ages, {}
         shortest: int | None = None
-        for conn in list(server.connections):
+        suspects: list[tuple[Channel, DeliveryAges, int]] = []
+        # The common case costs a mark and two comparisons per channel holding unacked deliveries; only a
+        # channel whose oldest mark is older than its shortest timeout is looked at closely (after the walk, as
+        # that may close channels).
+        for conn in server.connections:
             if conn.proto.state != RUNNING:
                 continue
-            for ch in list(conn.channels.values()):
-                if ch.closed or not ch.unacked:
+            for ch in conn.channels.values():
+                if not ch.unacked or ch.closed:
                     continue
                 floor = self._floor(ch)
                 if floor is None:
                     continue
-                ages = previous.get(ch) or DeliveryAges()
-                self.ages[ch] = ages
-                ages.note(now, ch.delivery_tag)
-                ages.forget_below(next(iter(ch.unacked)))
-                self._check(ch, ages, now, floor)
+                ages = previous.get(ch)
+                if ages is None:
+                    ages = DeliveryAges()
+                ages_now[ch] = ages
+                marks = ages.marks
+                tag = ch.delivery_tag
+                if not marks or marks[-1][1] != tag:
+                    marks.append((now, tag))
+                if marks[0][0] <= now - floor:
+                    suspects.append((ch, ages, floor))
                 if shortest is None or floor < shortest:
                     shortest = floor
+        self.ages = ages_now
+        for ch, ages, floor in suspects:
+            if not ch.closed and ch.unacked:
+                ages.forget_below(next(iter(ch.unacked)))
+                self._check(ch, ages, now, floor)
         interval = MAX_INTERVAL_MS if shortest is None else min(MAX_INTERVAL_MS, max(MIN_INTERVAL_MS, shortest // 2))
         self.timer = server.loop.call_later(interval / 1000, self.tick)
 
@@ -129,7 +143,7 @@ class ConsumerTimeouts:
         timeout in play, except a younger delivery of a queue no longer consumed here: that one is caught once
         the walk below reaches it, a little late rather than never."""
         best = self.default_ms or None
-        oldest = self._timeout_of(next(iter(ch.unacked.values())))
+        oldest = next(iter(ch.unacked.values())).queue.consumer_timeout or best
         if oldest and (best is None or oldest < best):
             best = oldest
         for c in ch.consumers.values():

@@ -119,6 +119,7 @@ class Exchange:
         self.alternate_exchange: str | None = ae if isinstance(ae, str) else None
         self._bindings: dict[BindingId, dict[str, object]] = {}
         self._by_dest: dict[Hashable, set[BindingId]] = {}
+        self._init_routes()
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} bindings={len(self._bindings)}>"
@@ -173,6 +174,12 @@ class Exchange:
         return iter([(bid[0], bid[1], args) for bid, args in self._bindings.items()])
 
     # ------------------------------------------------------------------ per-type hooks
+    def _init_routes(self) -> None:
+        """Create the empty routing structure ``route`` reads; called once, at the end of ``__init__``.
+
+        A hook rather than a constructor per subclass, so the subclasses need not restate the signature.
+        """
+
     def route(self, routing_key: str, headers: Mapping[str, object] | None, out: set[Hashable]) -> None:
         """Add to ``out`` the destinations a message with this key (and headers) is routed to."""
         raise NotImplementedError
@@ -190,15 +197,7 @@ class DirectExchange(Exchange):
     type_name = "direct"
     __slots__ = ("_routes",)
 
-    def __init__(
-        self,
-        name: str,
-        durable: bool = False,
-        auto_delete: bool = False,
-        internal: bool = False,
-        arguments: dict[str, object] | None = None,
-    ) -> None:
-        super().__init__(name, durable, auto_delete, internal, arguments)
+    def _init_routes(self) -> None:
         # key -> dest -> number of bindings (differing only in arguments) behind that pair
         self._routes: dict[str, dict[Hashable, int]] = {}
 
@@ -226,15 +225,7 @@ class FanoutExchange(Exchange):
     type_name = "fanout"
     __slots__ = ("_dests",)
 
-    def __init__(
-        self,
-        name: str,
-        durable: bool = False,
-        auto_delete: bool = False,
-        internal: bool = False,
-        arguments: dict[str, object] | None = None,
-    ) -> None:
-        super().__init__(name, durable, auto_delete, internal, arguments)
+    def _init_routes(self) -> None:
         # dest -> number of its bindings (keys and arguments do not matter to fanout)
         self._dests: dict[Hashable, int] = {}
 
@@ -255,15 +246,7 @@ class TopicExchange(Exchange):
     type_name = "topic"
     __slots__ = ("_trie",)
 
-    def __init__(
-        self,
-        name: str,
-        durable: bool = False,
-        auto_delete: bool = False,
-        internal: bool = False,
-        arguments: dict[str, object] | None = None,
-    ) -> None:
-        super().__init__(name, durable, auto_delete, internal, arguments)
+    def _init_routes(self) -> None:
         self._trie = TopicTrie()
 
     def route(self, routing_key: str, headers: Mapping[str, object] | None, out: set[Hashable]) -> None:
@@ -283,15 +266,7 @@ class HeadersExchange(Exchange):
     needs_headers = True
     __slots__ = ("_compiled", "_table")
 
-    def __init__(
-        self,
-        name: str,
-        durable: bool = False,
-        auto_delete: bool = False,
-        internal: bool = False,
-        arguments: dict[str, object] | None = None,
-    ) -> None:
-        super().__init__(name, durable, auto_delete, internal, arguments)
+    def _init_routes(self) -> None:
         self._compiled: dict[BindingId, tuple[Hashable, bool, tuple[Term, ...]]] = {}
         # the same entries as a tuple that route() iterates without copying; None after a change, rebuilt by
         # the next route() (so unbind_all of many bindings does not rebuild it once per binding)

@@ -7,6 +7,7 @@ import hmac
 import logging
 import sys
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 from broker.config import Config
 from broker.connection import BrokerConnection
@@ -102,15 +103,26 @@ class Server:
         self._stopped = asyncio.Event()
         cfg = self.config
         await self._open_store()
-        server = await self._loop.create_server(
-            lambda: BrokerConnection(self),
-            host=cfg.host or None,
-            port=cfg.port,
-            reuse_address=True,
-            backlog=1024,
-        )
-        self._servers.append(server)
-        sockets = list(server.sockets or ())
+        port = cfg.port
+        hosts: list[str | None] = [cfg.host or None]
+        if not cfg.host and port == 0:
+            # "All interfaces" on a random port would give IPv4 and IPv6 different ports: pick it on IPv4, then
+            # listen on IPv6 on the same one where the machine has IPv6.
+            hosts = ["0.0.0.0", "::"]
+        sockets: list[Any] = []
+        for host in hosts:
+            try:
+                server = await self._loop.create_server(
+                    lambda: BrokerConnection(self), host=host, port=port, reuse_address=True, backlog=1024
+                )
+            except OSError:
+                if host == "::" and sockets:
+                    continue  # no IPv6 here: IPv4 alone is fine
+                raise
+            self._servers.append(server)
+            sockets.extend(server.sockets or ())
+            if port == 0 and sockets:
+                port = sockets[0].getsockname()[1]
         self.port = sockets[0].getsockname()[1] if sockets else cfg.port
         addrs = ", ".join(f"{s.getsockname()[0]}:{s.getsockname()[1]}" for s in sockets)
         log.info(

@@ -6,6 +6,8 @@ Fixtures
 - `broker_server`: the `ServerThread` behind `amqp_url`, for tests that look inside amqpd; skips the test when
   ``AMQP_URL`` points elsewhere.
 - `loop_kind`: "asyncio" or "uvloop", the loop the in-process server runs on.
+- `connection` / `other_connection`: aio-pika connections to `amqp_url`, closed at teardown (two, for tests
+  about what one connection may do to another's queues). A test module may define its own to override them.
 
 Loops: every async test runs once per loop in `LOOP_FACTORIES` (ids ``[asyncio]`` / ``[uvloop]``) through
 pytest-asyncio's ``pytest_asyncio_loop_factories`` hook, and its in-process server runs on the same kind of
@@ -22,8 +24,9 @@ from __future__ import annotations
 import contextlib
 import inspect
 import os
-from collections.abc import Generator, Iterator, Mapping
+from collections.abc import AsyncIterator, Generator, Iterator, Mapping
 
+import aio_pika
 import pytest
 from pytest_asyncio import is_async_test
 
@@ -115,3 +118,15 @@ def broker_server(amqpd_instance: ServerThread | None) -> ServerThread:
     if amqpd_instance is None:
         pytest.skip("looks inside the in-process amqpd; AMQP_URL points at an external broker")
     return amqpd_instance
+
+
+@pytest.fixture
+async def connection(amqp_url: str) -> AsyncIterator[aio_pika.abc.AbstractConnection]:
+    async with await aio_pika.connect(amqp_url) as conn:  # leaving the block closes it
+        yield conn
+
+
+@pytest.fixture
+async def other_connection(amqp_url: str) -> AsyncIterator[aio_pika.abc.AbstractConnection]:
+    async with await aio_pika.connect(amqp_url) as conn:
+        yield conn

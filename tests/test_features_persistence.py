@@ -3,13 +3,13 @@ expired ones are removed from the store, and message TTL counts from the publish
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
 import pika
 import pytest
 
 from broker.config import Config
+from tests.amqp_helpers import uniq
 from tests.conftest import external_url
 from tests.helpers import ServerThread, wait_until
 
@@ -17,10 +17,6 @@ pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(external_url() is not None, reason="restarts an in-process amqpd on its own data directory"),
 ]
-
-
-def uniq(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
 def start(data_dir: Path, loop_kind: str) -> ServerThread:

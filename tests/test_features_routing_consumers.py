@@ -3,32 +3,19 @@
 from __future__ import annotations
 
 import os
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aio_pika
 import pytest
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 
+from tests.amqp_helpers import drain, ignore, uniq
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.integration
 
 EXTERNAL = bool(os.environ.get("AMQP_URL"))
-
-
-def uniq(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:12]}"
-
-
-@pytest.fixture
-async def connection(amqp_url: str) -> AsyncIterator[aio_pika.abc.AbstractConnection]:
-    conn = await aio_pika.connect(amqp_url)
-    try:
-        yield conn
-    finally:
-        await conn.close()
 
 
 @pytest.fixture
@@ -40,13 +27,6 @@ async def declare(ch: AbstractChannel, name: str, **arguments: Any) -> AbstractQ
     return await ch.declare_queue(name, arguments=arguments or None)
 
 
-async def drain(q: AbstractQueue) -> list[bytes]:
-    out: list[bytes] = []
-    while (m := await q.get(no_ack=True, fail=False)) is not None:
-        out.append(m.body)
-    return out
-
-
 def handler(
     on: Callable[[str, AbstractIncomingMessage], Awaitable[None]], which: str
 ) -> Callable[[AbstractIncomingMessage], Awaitable[None]]:
@@ -54,10 +34,6 @@ def handler(
         await on(which, m)
 
     return callback
-
-
-async def ignore(_m: AbstractIncomingMessage) -> None:
-    return None
 
 
 # ------------------------------------------------------------------------------------- priority queues

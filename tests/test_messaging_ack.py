@@ -2,27 +2,27 @@
 
 from __future__ import annotations
 
-import uuid
-
 import aio_pika
 import pika
 import pytest
 from pamqp import commands
 
+from tests.amqp_helpers import uniq
 from tests.helpers import CloseInfo
-from tests.test_messaging_consume import Client, declare, message_count, publish_n, read_body, read_delivery
+from tests.test_messaging_consume import (
+    Client,
+    cancel,
+    consume,
+    declare,
+    get,
+    message_count,
+    publish_n,
+    qos,
+    read_delivery,
+    recover,
+)
 
 pytestmark = pytest.mark.integration
-
-
-def uniq(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:12]}"
-
-
-def get(client: Client, channel: int, queue: str, no_ack: bool = False) -> tuple[commands.Basic.GetOk, bytes]:
-    client.send_method(channel, commands.Basic.Get(queue=queue, no_ack=no_ack))
-    ok = client.expect(channel, commands.Basic.GetOk)
-    return ok, read_body(client, channel)
 
 
 def setup(amqp_url: str, n: int = 0) -> tuple[Client, str]:
@@ -93,8 +93,7 @@ def test_ack_multiple_settles_every_tag_up_to_it(amqp_url: str, loop_kind: str) 
         for _ in range(5):
             get(client, 1, q)
         client.send_method(1, commands.Basic.Ack(delivery_tag=3, multiple=True))
-        client.send_method(1, commands.Basic.Recover(requeue=True))  # only 4 and 5 are still unacked
-        client.expect(1, commands.Basic.RecoverOk)
+        recover(client, 1)  # only 4 and 5 are still unacked
         assert message_count(client, 1, q) == 2
         assert [get(client, 1, q, no_ack=True)[1] for _ in range(2)] == [b"m3", b"m4"]
         client.close_connection()
@@ -122,8 +121,7 @@ def test_nack_or_reject_without_requeue_drops_the_message(amqp_url: str, loop_ki
             client.send_method(1, commands.Basic.Nack(delivery_tag=ok.delivery_tag, requeue=False))
         else:
             client.send_method(1, commands.Basic.Reject(delivery_tag=ok.delivery_tag, requeue=False))
-        client.send_method(1, commands.Basic.Recover(requeue=True))
-        client.expect(1, commands.Basic.RecoverOk)
+        recover(client, 1)
         assert message_count(client, 1, q) == 1
         assert get(client, 1, q, no_ack=True)[1] == b"m1"
         client.close_connection()
@@ -166,8 +164,7 @@ def test_ack_multiple_of_tag_zero_with_nothing_outstanding_is_accepted(amqp_url:
     with Client.open(amqp_url) as client:
         client.open_channel(1)
         client.send_method(1, commands.Basic.Ack(delivery_tag=0, multiple=True))
-        client.send_method(1, commands.Basic.Qos(prefetch_count=1))
-        client.expect(1, commands.Basic.QosOk)  # the channel is still open
+        qos(client, 1, 1)  # the channel is still open
         client.close_connection()
 
 
@@ -199,12 +196,10 @@ def test_requeue_puts_a_message_ahead_of_later_ready_ones(amqp_url: str, loop_ki
 def test_recover_requeues_every_unacked_message_to_the_consumer(amqp_url: str, loop_kind: str) -> None:
     client, q = setup(amqp_url, 3)
     with client:
-        client.send_method(1, commands.Basic.Consume(queue=q, consumer_tag="c"))
-        client.expect(1, commands.Basic.ConsumeOk)
+        consume(client, 1, q, "c")
         first = [read_delivery(client) for _ in range(3)]
         assert not any(d.redelivered for d in first)
-        client.send_method(1, commands.Basic.Recover(requeue=True))
-        client.expect(1, commands.Basic.RecoverOk)
+        recover(client, 1)
         again = [read_delivery(client) for _ in range(3)]
         assert [(d.body, d.redelivered) for d in again] == [(b"m0", True), (b"m1", True), (b"m2", True)]
         assert [d.delivery_tag for d in again] == [4, 5, 6]
@@ -228,11 +223,9 @@ def test_closing_a_channel_requeues_its_unacked_messages(amqp_url: str, loop_kin
     client, q = setup(amqp_url, 3)
     with client:
         client.open_channel(2)
-        client.send_method(2, commands.Basic.Consume(queue=q, consumer_tag="c"))
-        client.expect(2, commands.Basic.ConsumeOk)
+        consume(client, 2, q, "c")
         [read_delivery(client) for _ in range(3)]
-        client.send_method(2, commands.Basic.Cancel(consumer_tag="c"))
-        client.expect(2, commands.Basic.CancelOk)
+        cancel(client, 2, "c")
         publish_n(client, 1, q, 1, prefix=b"late")
         ok, _ = get(client, 2, q)  # held via basic.get on the same channel
         get_tag = ok.delivery_tag

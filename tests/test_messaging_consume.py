@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import uuid
 from collections import deque
 from typing import Any, NamedTuple, TypeVar
 
@@ -13,16 +12,13 @@ import pika
 import pytest
 from pamqp import body, commands, header, heartbeat
 
+from tests.amqp_helpers import uniq
 from tests.helpers import AnyFrame, CloseInfo, RawClient, ServerThread, wait_for, wait_until
 
 pytestmark = pytest.mark.integration
 
 EXTERNAL = bool(os.environ.get("AMQP_URL"))
 T = TypeVar("T")
-
-
-def uniq(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
 class Delivery(NamedTuple):
@@ -108,6 +104,28 @@ def publish_n(client: Client, channel: int, queue: str, n: int, prefix: bytes = 
         client.publish(channel, prefix + b"%d" % i, routing_key=queue)
 
 
+def get(client: Client, channel: int, queue: str, no_ack: bool = False) -> tuple[commands.Basic.GetOk, bytes]:
+    client.send_method(channel, commands.Basic.Get(queue=queue, no_ack=no_ack))
+    ok = client.expect(channel, commands.Basic.GetOk)
+    return ok, read_body(client, channel)
+
+
+def recover(client: Client, channel: int) -> None:
+    client.send_method(channel, commands.Basic.Recover(requeue=True))
+    client.expect(channel, commands.Basic.RecoverOk)
+
+
+def cancel(client: Client, channel: int, tag: str) -> str:
+    """Cancel a consumer and wait for the CancelOk; returns the tag it names."""
+    client.send_method(channel, commands.Basic.Cancel(consumer_tag=tag))
+    return client.expect(channel, commands.Basic.CancelOk).consumer_tag
+
+
+def qos(client: Client, channel: int, prefetch_count: int, global_: bool = False) -> None:
+    client.send_method(channel, commands.Basic.Qos(prefetch_count=prefetch_count, global_=global_))
+    client.expect(channel, commands.Basic.QosOk)
+
+
 # ------------------------------------------------------------------------------------------------ consume
 
 
@@ -184,8 +202,7 @@ def test_exclusive_consumer_leaving_frees_the_queue(amqp_url: str, loop_kind: st
         client.open_channel(1)
         declare(client, 1, q, exclusive=True)
         consume(client, 1, q, "solo", exclusive=True)
-        client.send_method(1, commands.Basic.Cancel(consumer_tag="solo"))
-        client.expect(1, commands.Basic.CancelOk)
+        cancel(client, 1, "solo")
         consume(client, 1, q, "a")
         consume(client, 1, q, "b")
         client.close_connection()
@@ -230,8 +247,7 @@ def test_nowait_consume_sends_no_consume_ok_but_delivers(amqp_url: str, loop_kin
 def test_cancel_of_an_unknown_tag_is_answered_with_cancel_ok(amqp_url: str, loop_kind: str) -> None:
     with Client.open(amqp_url) as client:
         client.open_channel(1)
-        client.send_method(1, commands.Basic.Cancel(consumer_tag="never-was"))
-        assert client.expect(1, commands.Basic.CancelOk).consumer_tag == "never-was"
+        assert cancel(client, 1, "never-was") == "never-was"
         client.close_connection()
 
 
@@ -240,13 +256,11 @@ def test_cancelled_consumer_gets_no_more_messages_but_can_ack_what_it_holds(amqp
     with Client.open(amqp_url) as client:
         client.open_channel(1)
         declare(client, 1, q, exclusive=True)
-        client.send_method(1, commands.Basic.Qos(prefetch_count=1))
-        client.expect(1, commands.Basic.QosOk)
+        qos(client, 1, 1)
         publish_n(client, 1, q, 3)
         consume(client, 1, q, "c")
         first = read_delivery(client)
-        client.send_method(1, commands.Basic.Cancel(consumer_tag="c"))
-        client.expect(1, commands.Basic.CancelOk)
+        cancel(client, 1, "c")
         client.send_method(1, commands.Basic.Ack(delivery_tag=first.delivery_tag))
         assert message_count(client, 1, q) == 2  # the ack was accepted and nothing more was delivered
         client.close_connection()
@@ -264,8 +278,7 @@ def test_deleting_a_queue_cancels_its_consumers_with_a_server_basic_cancel(amqp_
         cancel = consumer.expect(1, commands.Basic.Cancel)
         assert cancel.consumer_tag == "watcher"
         # The consumer is gone on the broker too: cancelling it again is the unknown-tag case.
-        consumer.send_method(1, commands.Basic.Cancel(consumer_tag="watcher"))
-        consumer.expect(1, commands.Basic.CancelOk)
+        cancel(consumer, 1, "watcher")
         admin.close_connection()
         consumer.close_connection()
 
@@ -384,20 +397,24 @@ def wait_ready(client: Client, channel: int, queue: str, expected: int) -> None:
     wait_until(lambda: message_count(client, channel, queue) == expected)
 
 
-def test_per_consumer_prefetch_applies_to_consumers_created_after_it(amqp_url: str, loop_kind: str) -> None:
+def two_queues_of_ten(client: Client) -> tuple[str, str]:
+    """Opens channel 1 (to consume on) and 2 (to watch from); two exclusive queues, ten messages in each."""
     qa, qb = uniq("qa"), uniq("qb")
+    client.open_channel(1)
+    client.open_channel(2)
+    for q in (qa, qb):
+        declare(client, 2, q, exclusive=True)
+    for q in (qa, qb):
+        publish_n(client, 2, q, 10)
+    return qa, qb
+
+
+def test_per_consumer_prefetch_applies_to_consumers_created_after_it(amqp_url: str, loop_kind: str) -> None:
     with Client.open(amqp_url) as client:
-        client.open_channel(1)
-        client.open_channel(2)
-        declare(client, 2, qa, exclusive=True)
-        declare(client, 2, qb, exclusive=True)
-        publish_n(client, 2, qa, 10)
-        publish_n(client, 2, qb, 10)
-        client.send_method(1, commands.Basic.Qos(prefetch_count=2))
-        client.expect(1, commands.Basic.QosOk)
+        qa, qb = two_queues_of_ten(client)
+        qos(client, 1, 2)
         consume(client, 1, qa, "a")
-        client.send_method(1, commands.Basic.Qos(prefetch_count=5))
-        client.expect(1, commands.Basic.QosOk)
+        qos(client, 1, 5)
         consume(client, 1, qb, "b")
         wait_ready(client, 2, qa, 8)
         wait_ready(client, 2, qb, 5)
@@ -412,16 +429,9 @@ def test_per_consumer_prefetch_applies_to_consumers_created_after_it(amqp_url: s
 
 
 def test_global_prefetch_limits_all_consumers_of_the_channel_together(amqp_url: str, loop_kind: str) -> None:
-    qa, qb = uniq("qa"), uniq("qb")
     with Client.open(amqp_url) as client:
-        client.open_channel(1)
-        client.open_channel(2)
-        declare(client, 2, qa, exclusive=True)
-        declare(client, 2, qb, exclusive=True)
-        publish_n(client, 2, qa, 10)
-        publish_n(client, 2, qb, 10)
-        client.send_method(1, commands.Basic.Qos(prefetch_count=3, global_=True))
-        client.expect(1, commands.Basic.QosOk)
+        qa, qb = two_queues_of_ten(client)
+        qos(client, 1, 3, global_=True)
         consume(client, 1, qa, "a")
         consume(client, 1, qb, "b")
         wait_until(lambda: message_count(client, 2, qa) + message_count(client, 2, qb) == 17)
@@ -434,18 +444,10 @@ def test_global_prefetch_limits_all_consumers_of_the_channel_together(amqp_url: 
 
 
 def test_per_consumer_and_global_prefetch_apply_at_once(amqp_url: str, loop_kind: str) -> None:
-    qa, qb = uniq("qa"), uniq("qb")
     with Client.open(amqp_url) as client:
-        client.open_channel(1)
-        client.open_channel(2)
-        declare(client, 2, qa, exclusive=True)
-        declare(client, 2, qb, exclusive=True)
-        publish_n(client, 2, qa, 10)
-        publish_n(client, 2, qb, 10)
-        client.send_method(1, commands.Basic.Qos(prefetch_count=2, global_=False))
-        client.expect(1, commands.Basic.QosOk)
-        client.send_method(1, commands.Basic.Qos(prefetch_count=3, global_=True))
-        client.expect(1, commands.Basic.QosOk)
+        qa, qb = two_queues_of_ten(client)
+        qos(client, 1, 2, global_=False)
+        qos(client, 1, 3, global_=True)
         consume(client, 1, qa, "a")
         wait_ready(client, 2, qa, 8)  # the per-consumer limit binds first
         consume(client, 1, qb, "b")

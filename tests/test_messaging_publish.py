@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,15 +11,12 @@ import pytest
 from pamqp import body, commands, header
 
 from broker.config import Config
+from tests.amqp_helpers import uniq
 from tests.helpers import AnyFrame, CloseInfo, RawClient, ServerThread, wait_for
 
 pytestmark = pytest.mark.integration
 
 EXTERNAL = bool(os.environ.get("AMQP_URL"))
-
-
-def uniq(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
 def next_frame(client: RawClient) -> tuple[int, AnyFrame]:

@@ -4,7 +4,6 @@ broker offers: at-most-once (auto-ack), at-least-once (manual ack) and all-or-no
 from __future__ import annotations
 
 import os
-import uuid
 from pathlib import Path
 
 import aio_pika
@@ -13,16 +12,23 @@ import pytest
 from pamqp import commands
 
 from broker.config import Config
+from tests.amqp_helpers import uniq
 from tests.helpers import CloseInfo, ServerThread, wait_for
-from tests.test_messaging_consume import Client, declare, message_count, publish_n, read_body, read_delivery
+from tests.test_messaging_consume import (
+    Client,
+    consume,
+    declare,
+    get,
+    message_count,
+    publish_n,
+    read_body,
+    read_delivery,
+    recover,
+)
 
 pytestmark = pytest.mark.integration
 
 EXTERNAL = bool(os.environ.get("AMQP_URL"))
-
-
-def uniq(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
 def tx_select(client: Client, channel: int) -> None:
@@ -77,9 +83,7 @@ def test_rollback_discards_the_transactions_publishes(amqp_url: str, loop_kind: 
         publish_n(client, 1, q, 1, prefix=b"kept")
         commit(client, 1)
         assert message_count(client, 2, q) == 1
-        client.send_method(2, commands.Basic.Get(queue=q, no_ack=True))
-        client.expect(2, commands.Basic.GetOk)
-        assert read_body(client, 2) == b"kept0"
+        assert get(client, 2, q, no_ack=True)[1] == b"kept0"
         client.close_connection()
 
 
@@ -126,14 +130,12 @@ def test_transactional_acks_take_effect_at_commit(amqp_url: str, loop_kind: str)
     with client:
         publish_n(client, 2, q, 2)
         tx_select(client, 1)
-        client.send_method(1, commands.Basic.Consume(queue=q, consumer_tag="c"))
-        client.expect(1, commands.Basic.ConsumeOk)
+        consume(client, 1, q, "c")
         got = [read_delivery(client) for _ in range(2)]
         client.send_method(1, commands.Basic.Ack(delivery_tag=got[1].delivery_tag, multiple=True))
         commit(client, 1)
         # Both are gone for good: a recover has nothing left to requeue.
-        client.send_method(1, commands.Basic.Recover(requeue=True))
-        client.expect(1, commands.Basic.RecoverOk)
+        recover(client, 1)
         assert message_count(client, 2, q) == 0
         assert not client.deliveries
         client.close_connection()
@@ -144,11 +146,7 @@ def test_rollback_keeps_acked_messages_unacked_on_the_channel(amqp_url: str, loo
     with client:
         publish_n(client, 2, q, 2)
         tx_select(client, 1)
-        tags = []
-        for _ in range(2):
-            client.send_method(1, commands.Basic.Get(queue=q))
-            tags.append(client.expect(1, commands.Basic.GetOk).delivery_tag)
-            read_body(client, 1)
+        tags = [get(client, 1, q)[0].delivery_tag for _ in range(2)]
         client.send_method(1, commands.Basic.Ack(delivery_tag=tags[0]))
         client.send_method(1, commands.Basic.Nack(delivery_tag=tags[1], requeue=True))
         rollback(client, 1)
@@ -158,9 +156,8 @@ def test_rollback_keeps_acked_messages_unacked_on_the_channel(amqp_url: str, loo
         client.send_method(1, commands.Basic.Reject(delivery_tag=tags[0], requeue=True))
         commit(client, 1)
         assert message_count(client, 2, q) == 1
-        client.send_method(2, commands.Basic.Get(queue=q, no_ack=True))
-        ok = client.expect(2, commands.Basic.GetOk)
-        assert (read_body(client, 2), ok.redelivered) == (b"m0", True)
+        ok, content = get(client, 2, q, no_ack=True)
+        assert (content, ok.redelivered) == (b"m0", True)
         client.close_connection()
 
 
@@ -169,9 +166,7 @@ def test_uncommitted_acks_are_lost_when_the_channel_closes(amqp_url: str, loop_k
     with client:
         publish_n(client, 2, q, 1)
         tx_select(client, 1)
-        client.send_method(1, commands.Basic.Get(queue=q))
-        tag = client.expect(1, commands.Basic.GetOk).delivery_tag
-        read_body(client, 1)
+        tag = get(client, 1, q)[0].delivery_tag
         client.send_method(1, commands.Basic.Ack(delivery_tag=tag))
         client.send_method(1, commands.Channel.Close(200, "bye", 0, 0))
         client.expect(1, commands.Channel.CloseOk)
@@ -184,9 +179,7 @@ def test_acking_a_tag_twice_in_one_transaction_closes_the_channel_with_406(amqp_
     with client:
         publish_n(client, 2, q, 1)
         tx_select(client, 1)
-        client.send_method(1, commands.Basic.Get(queue=q))
-        tag = client.expect(1, commands.Basic.GetOk).delivery_tag
-        read_body(client, 1)
+        tag = get(client, 1, q)[0].delivery_tag
         client.send_method(1, commands.Basic.Ack(delivery_tag=tag))
         client.send_method(1, commands.Basic.Ack(delivery_tag=tag))
         info = client.read_until_close()

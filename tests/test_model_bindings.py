@@ -4,60 +4,15 @@ cycles, where a message must reach each queue at most once per publish."""
 from __future__ import annotations
 
 import random
-import uuid
-from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 
 import aio_pika
 import pytest
-from aiormq.exceptions import (
-    ChannelAccessRefused,
-    ChannelClosed,
-    ChannelLockedResource,
-    ChannelNotFoundEntity,
-    ChannelPreconditionFailed,
-)
+
+from tests.amqp_helpers import drain, refused, unique
 
 pytestmark = pytest.mark.integration
-
-_CODES = {
-    ChannelAccessRefused: 403,
-    ChannelNotFoundEntity: 404,
-    ChannelLockedResource: 405,
-    ChannelPreconditionFailed: 406,
-}
 Connection = aio_pika.abc.AbstractConnection
-
-
-def unique(kind: str) -> str:
-    return f"model-{kind}-{uuid.uuid4().hex[:12]}"
-
-
-async def refused(awaitable: Awaitable[object]) -> tuple[int, str]:
-    """Await an operation that must close the channel; return (reply code, reply text)."""
-    with pytest.raises(ChannelClosed) as info:
-        await awaitable
-    exc = info.value
-    code = _CODES.get(type(exc))
-    if code is None:
-        return exc.args[0], exc.args[1]
-    return code, exc.args[0]
-
-
-@pytest.fixture
-async def connection(amqp_url: str) -> AsyncIterator[Connection]:
-    conn = await aio_pika.connect(amqp_url)
-    try:
-        yield conn
-    finally:
-        await conn.close()
-
-
-async def drain(queue: aio_pika.abc.AbstractQueue) -> list[bytes]:
-    bodies = []
-    while (message := await queue.get(no_ack=True, fail=False)) is not None:
-        bodies.append(message.body)
-    return bodies
 
 
 # ------------------------------------------------------------------------------------------ bind / unbind

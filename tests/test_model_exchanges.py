@@ -6,22 +6,16 @@ Routing per exchange type lives in test_model_routing.py; exchange-to-exchange b
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Callable
 
 import aio_pika
 import pika
 import pytest
-from aiormq.exceptions import (
-    ChannelAccessRefused,
-    ChannelClosed,
-    ChannelLockedResource,
-    ChannelNotFoundEntity,
-    ChannelPreconditionFailed,
-)
+from aiormq.exceptions import ChannelNotFoundEntity
 from pamqp import commands
 from pamqp.base import Frame
 
+from tests.amqp_helpers import raw_close, refused, unique
 from tests.helpers import CloseInfo, RawClient
 
 pytestmark = pytest.mark.integration
@@ -34,36 +28,6 @@ PREDECLARED = {
     "amq.match": "headers",
 }
 DEFAULT_REFUSED = "ACCESS_REFUSED - operation not permitted on the default exchange"
-_CODES = {
-    ChannelAccessRefused: 403,
-    ChannelNotFoundEntity: 404,
-    ChannelLockedResource: 405,
-    ChannelPreconditionFailed: 406,
-}
-
-
-def unique(kind: str) -> str:
-    return f"model-{kind}-{uuid.uuid4().hex[:12]}"
-
-
-async def refused(awaitable: Awaitable[object]) -> tuple[int, str]:
-    """Await an operation that must close the channel; return (reply code, reply text)."""
-    with pytest.raises(ChannelClosed) as info:
-        await awaitable
-    exc = info.value
-    code = _CODES.get(type(exc))
-    if code is None:
-        return exc.args[0], exc.args[1]
-    return code, exc.args[0]
-
-
-@pytest.fixture
-async def connection(amqp_url: str) -> AsyncIterator[aio_pika.abc.AbstractConnection]:
-    conn = await aio_pika.connect(amqp_url)
-    try:
-        yield conn
-    finally:
-        await conn.close()
 
 
 async def exchange_exists(conn: aio_pika.abc.AbstractConnection, name: str) -> bool:
@@ -74,21 +38,6 @@ async def exchange_exists(conn: aio_pika.abc.AbstractConnection, name: str) -> b
         return False
     await channel.close()
     return True
-
-
-def misuse(url: str, *steps: Frame) -> CloseInfo:
-    """Send `steps` on channel 1 (each but the last must succeed) and return how the broker closed."""
-    with RawClient.open(url) as client:
-        client.open_channel(1)
-        for step in steps[:-1]:
-            client.send_method(1, step)
-            _, reply = client.read_frame() or (0, None)
-            assert not isinstance(reply, commands.Channel.Close | commands.Connection.Close), reply
-        client.send_method(1, steps[-1])
-        info = client.read_until_close()
-        if info.kind == "channel":
-            client.close_connection()
-        return info
 
 
 # ------------------------------------------------------------------------------------ default exchange
@@ -146,7 +95,7 @@ DEFAULT_EXCHANGE_MISUSES: dict[str, tuple[DefaultMisuse, int, int]] = {
 @pytest.mark.parametrize("case", list(DEFAULT_EXCHANGE_MISUSES))
 def test_default_exchange_cannot_be_declared_deleted_or_bound(amqp_url: str, loop_kind: str, case: str) -> None:
     steps, class_id, method_id = DEFAULT_EXCHANGE_MISUSES[case]
-    info = misuse(amqp_url, *steps(unique("q")))
+    info = raw_close(amqp_url, *steps(unique("q")))
     assert info == CloseInfo("channel", 403, DEFAULT_REFUSED, class_id, method_id, 1)
 
 
@@ -154,13 +103,13 @@ def test_unknown_exchange_type_is_a_connection_error_even_for_the_default_exchan
     amqp_url: str, loop_kind: str
 ) -> None:
     # RabbitMQ checks the type before the name.
-    info = misuse(amqp_url, commands.Exchange.Declare(exchange="", exchange_type="x-no-such-type"))
+    info = raw_close(amqp_url, commands.Exchange.Declare(exchange="", exchange_type="x-no-such-type"))
     assert info == CloseInfo("connection", 503, "COMMAND_INVALID - unknown exchange type 'x-no-such-type'", 40, 10)
 
 
 def test_unknown_exchange_type_closes_the_connection_with_503(amqp_url: str, loop_kind: str) -> None:
     name = unique("x")
-    info = misuse(amqp_url, commands.Exchange.Declare(exchange=name, exchange_type="x-no-such-type"))
+    info = raw_close(amqp_url, commands.Exchange.Declare(exchange=name, exchange_type="x-no-such-type"))
     assert info == CloseInfo("connection", 503, "COMMAND_INVALID - unknown exchange type 'x-no-such-type'", 40, 10)
     with RawClient.open(amqp_url) as client:  # and nothing was created
         client.open_channel(1)
@@ -200,7 +149,7 @@ async def test_predeclared_exchange_redeclared_with_another_type_or_durability_i
 
 def test_predeclared_exchanges_cannot_be_deleted(amqp_url: str, loop_kind: str) -> None:
     for name in [*PREDECLARED, "amq.no-such-exchange"]:  # the prefix alone decides
-        info = misuse(amqp_url, commands.Exchange.Delete(exchange=name))
+        info = raw_close(amqp_url, commands.Exchange.Delete(exchange=name))
         expected = f"ACCESS_REFUSED - deletion of system exchange '{name}' in vhost '/' not allowed"
         assert info == CloseInfo("channel", 403, expected, 40, 20, 1)
 

@@ -4,42 +4,20 @@ name rules, each with RabbitMQ's exact reply."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 import aio_pika
 import pika
 import pytest
-from aiormq.exceptions import (
-    ChannelAccessRefused,
-    ChannelClosed,
-    ChannelLockedResource,
-    ChannelNotFoundEntity,
-    ChannelPreconditionFailed,
-)
+from aiormq.exceptions import ChannelNotFoundEntity
 from pamqp import commands
 from pamqp.base import Frame
 
+from tests.amqp_helpers import ignore, raw_close, refused, unique
 from tests.helpers import CloseInfo, RawClient, wait_for
 
 pytestmark = pytest.mark.integration
-
-_CODES = {
-    ChannelAccessRefused: 403,
-    ChannelNotFoundEntity: 404,
-    ChannelLockedResource: 405,
-    ChannelPreconditionFailed: 406,
-}
 Connection = aio_pika.abc.AbstractConnection
-
-
-async def ignore(message: object) -> None:
-    """A consumer callback for tests that only need a consumer to exist."""
-
-
-def unique(kind: str) -> str:
-    return f"model-{kind}-{uuid.uuid4().hex[:12]}"
 
 
 def locked(name: str) -> tuple[int, str]:
@@ -49,35 +27,6 @@ def locked(name: str) -> tuple[int, str]:
         "originally declared on another connection or the exclusive property value does not match that of the "
         "original declaration.",
     )
-
-
-async def refused(awaitable: Awaitable[object]) -> tuple[int, str]:
-    """Await an operation that must close the channel; return (reply code, reply text)."""
-    with pytest.raises(ChannelClosed) as info:
-        await awaitable
-    exc = info.value
-    code = _CODES.get(type(exc))
-    if code is None:
-        return exc.args[0], exc.args[1]
-    return code, exc.args[0]
-
-
-@pytest.fixture
-async def connection(amqp_url: str) -> AsyncIterator[Connection]:
-    conn = await aio_pika.connect(amqp_url)
-    try:
-        yield conn
-    finally:
-        await conn.close()
-
-
-@pytest.fixture
-async def other_connection(amqp_url: str) -> AsyncIterator[Connection]:
-    conn = await aio_pika.connect(amqp_url)
-    try:
-        yield conn
-    finally:
-        await conn.close()
 
 
 async def queue_exists(conn: Connection, name: str) -> bool:
@@ -95,21 +44,6 @@ async def publish(conn: Connection, queue: str, *bodies: bytes) -> None:
     for body in bodies:
         await channel.default_exchange.publish(aio_pika.Message(body), routing_key=queue)
     await channel.close()
-
-
-def raw_close(url: str, *steps: Frame) -> CloseInfo:
-    """Send `steps` on channel 1 (each but the last must succeed) and return how the broker closed."""
-    with RawClient.open(url) as client:
-        client.open_channel(1)
-        for step in steps[:-1]:
-            client.send_method(1, step)
-            _, reply = client.read_frame() or (0, None)
-            assert not isinstance(reply, commands.Channel.Close | commands.Connection.Close), reply
-        client.send_method(1, steps[-1])
-        info = client.read_until_close()
-        if info.kind == "channel":
-            client.close_connection()
-        return info
 
 
 # ------------------------------------------------------------------------------------------- declare

@@ -4,42 +4,21 @@ RabbitMQ 3.10.8 does it)."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator
-
 import aio_pika
 import pytest
 from aiormq.exceptions import PublishError
 from pamqp import commands
 
+from tests.amqp_helpers import drain, unique
+
 pytestmark = pytest.mark.integration
 Connection = aio_pika.abc.AbstractConnection
-
-
-def unique(kind: str) -> str:
-    return f"model-{kind}-{uuid.uuid4().hex[:12]}"
-
-
-@pytest.fixture
-async def connection(amqp_url: str) -> AsyncIterator[Connection]:
-    conn = await aio_pika.connect(amqp_url)
-    try:
-        yield conn
-    finally:
-        await conn.close()
 
 
 @pytest.fixture
 async def channel(connection: Connection) -> aio_pika.abc.AbstractChannel:
     # Returns raise PublishError, so an unroutable mandatory publish is visible to the test.
     return await connection.channel(on_return_raises=True)
-
-
-async def drain(queue: aio_pika.abc.AbstractQueue) -> list[bytes]:
-    bodies = []
-    while (message := await queue.get(no_ack=True, fail=False)) is not None:
-        bodies.append(message.body)
-    return bodies
 
 
 async def routed(exchange: aio_pika.abc.AbstractExchange, key: str, headers: dict[str, object] | None = None) -> bool:
