@@ -275,8 +275,8 @@ def test_deleting_a_queue_cancels_its_consumers_with_a_server_basic_cancel(amqp_
         admin.open_channel(1)
         admin.send_method(1, commands.Queue.Delete(queue=q))
         admin.expect(1, commands.Queue.DeleteOk)
-        cancel = consumer.expect(1, commands.Basic.Cancel)
-        assert cancel.consumer_tag == "watcher"
+        notice = consumer.expect(1, commands.Basic.Cancel)
+        assert notice.consumer_tag == "watcher"
         # The consumer is gone on the broker too: cancelling it again is the unknown-tag case.
         cancel(consumer, 1, "watcher")
         admin.close_connection()
