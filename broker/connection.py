@@ -32,6 +32,7 @@ WRITE_HIGH_WATER = 1024 * 1024
 WRITE_LOW_WATER = 256 * 1024
 CLOSE_OK_TIMEOUT = 3.0
 YIELD_AFTER_BYTES = 32 * 1024
+FLOW_MAX_PAUSE = 0.05  # seconds a publisher stays paused by one queue's backlog before it is read again
 
 
 def is_loopback_peer(peername: object) -> bool:
@@ -85,6 +86,7 @@ class BrokerConnection(asyncio.Protocol):
         self.reading_paused = False
         self._store_paused = False
         self._flow_holds = 0  # queues whose backlog currently holds this publisher back
+        self.flow_pauses = 0  # how often that happened (for tests and diagnostics)
 
     # ------------------------------------------------------------------ asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -208,14 +210,30 @@ class BrokerConnection(asyncio.Protocol):
     def throttle(self, queue: Queue) -> None:
         """Credit flow, RabbitMQ style: stop reading this publisher while ``queue`` has consumers and a backlog
         they are not keeping up with; the queue calls :meth:`unthrottle` once it has drained to its low mark.
-        Without it a flat-out publisher takes the whole CPU and the consumers fall ever further behind."""
+        Without it a flat-out publisher takes the whole CPU and the consumers fall ever further behind.
+
+        Two rules keep it from ever deadlocking: a connection that itself consumes from the queue is not paused
+        (its acks are what drains the queue), and a pause lasts at most FLOW_MAX_PAUSE, so that acks from
+        publishers that also consume elsewhere (request/reply in both directions) still get through."""
         blocked = queue.flow_blocked
         if blocked is None:
             blocked = queue.flow_blocked = set()
-        if self not in blocked:
-            blocked.add(self)
-            self._flow_holds += 1
-            self._update_reading()
+        if self in blocked:
+            return
+        for consumer in queue.consumers:
+            if consumer.channel.conn is self:  # type: ignore[attr-defined]
+                return
+        blocked.add(self)
+        self._flow_holds += 1
+        self.flow_pauses += 1
+        self._update_reading()
+        self.loop.call_later(FLOW_MAX_PAUSE, self._flow_expired, queue)
+
+    def _flow_expired(self, queue: Queue) -> None:
+        blocked = queue.flow_blocked
+        if blocked is not None and self in blocked:
+            blocked.discard(self)
+            self.unthrottle()
 
     def unthrottle(self) -> None:
         self._flow_holds -= 1
