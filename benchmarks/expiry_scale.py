@@ -1,6 +1,6 @@
 """Message TTL at scale: expiry work is O(expired), never a scan of the queue.
 
-Drives ``broker.queue.Queue`` directly (no sockets, no event loop) with a hand-turned clock: publishes N messages
+Drives ``broker.model.queue.Queue`` directly (no sockets, no event loop) with a hand-turned clock: publishes N messages
 into a queue with ``x-message-ttl`` while time advances, then turns the clock tick by tick and measures what each
 expiry timer firing costs against how many messages it expired. A tick that expires nothing must cost the same
 on a queue of 1M messages as on an empty one.
@@ -13,9 +13,9 @@ from __future__ import annotations
 import argparse
 import time
 
-from broker.expiry import ManualClock
-from broker.message import Message
-from broker.queue import Queue
+from broker.model.clock import ManualClock
+from broker.model.message import Message
+from broker.model.queue.queue import Queue
 
 HEADER = (60).to_bytes(2, "big") + b"\x00\x00" + (8).to_bytes(8, "big") + b"\x00\x00"  # no properties
 

@@ -89,7 +89,7 @@ def amqpd_instance(request: pytest.FixtureRequest, loop_kind: str) -> Iterator[S
         # The runner fixture's name is pytest-asyncio's (1.x); without it the check is merely less strict.
         with contextlib.suppress(pytest.FixtureLookupError):
             request.getfixturevalue(f"_{ASYNC_TEST_LOOP_SCOPE}_scoped_runner")
-    from broker.config import Config
+    from broker.server.config import Config
 
     thread = ServerThread(Config(host="127.0.0.1", port=0, store="memory://", heartbeat=60), loop_kind)
     thread.start()

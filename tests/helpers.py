@@ -1,7 +1,7 @@
 """Test utilities: condition waiting, an in-thread broker, a broker subprocess, and a raw AMQP client.
 
 - `wait_for` (async) / `wait_until` (sync): poll a condition with a deadline instead of sleeping.
-- `ServerThread`: runs `broker.server.Server` on its own event loop in a background thread, so blocking
+- `ServerThread`: runs `broker.server.server.Server` on its own event loop in a background thread, so blocking
   clients (pika) and async clients (aio-pika, on the test's loop) can both talk to it.
 - `AmqpdProcess`: runs ``python -m broker`` as a subprocess (for signal and crash tests).
 - `RawClient`: a *blocking* socket client speaking AMQP 0-9-1 frame by frame through pamqp, for tests that
@@ -33,8 +33,8 @@ from pamqp import body, commands, common, frame, header, heartbeat
 from pamqp.base import Frame
 
 if TYPE_CHECKING:
-    from broker.config import Config
-    from broker.server import Server
+    from broker.server.config import Config
+    from broker.server.server import Server
 
 T = TypeVar("T")
 S = TypeVar("S", bound="FramedSocket")
@@ -154,7 +154,7 @@ class ServerThread:
             self._ready.set()
 
     async def _serve(self) -> None:
-        from broker.server import Server  # lazily: tests that need no broker must not depend on it importing
+        from broker.server.server import Server  # lazily: tests that need no broker must not depend on it importing
 
         server = Server(self.config)
         await server.start()

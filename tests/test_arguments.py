@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 import pytest
 
-from broker.arguments import (
+from broker.model.arguments import (
     ExchangeShape,
     QueueShape,
     amqp_type_name,

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from broker.cli import choose_loop, main
-from broker.config import Config
-from broker.healthcheck import check
-from broker.settings import ConfigError, check_url_for, env_name, flag_name, load_config, parse_invocation
+from broker.server.cli import choose_loop, main
+from broker.server.config import Config
+from broker.server.healthcheck import check
+from broker.server.settings import ConfigError, check_url_for, env_name, flag_name, load_config, parse_invocation
 from tests.helpers import LOOP_FACTORIES, REPO_ROOT, AmqpdProcess, FakeBroker, free_port
 
 # A value for every Config field that differs from its default, as the string a user would type.

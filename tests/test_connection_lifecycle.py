@@ -16,9 +16,9 @@ import pika
 import pytest
 from pamqp import commands
 
-from broker.config import Config
-from broker.connection import is_loopback_peer
-from broker.server import Server
+from broker.server.config import Config
+from broker.server.server import Server
+from broker.session.connection import is_loopback_peer
 from tests.helpers import (
     CLIENT_CAPABILITIES,
     PROTOCOL_HEADER,

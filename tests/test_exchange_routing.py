@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from broker.exchange import (
+from broker.model.exchange import (
     EXCHANGE_TYPES,
     DirectExchange,
     Exchange,

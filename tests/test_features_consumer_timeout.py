@@ -19,9 +19,9 @@ from aio_pika.abc import AbstractIncomingMessage
 from pamqp import body, commands, header, heartbeat
 from pamqp.common import FieldTable
 
-from broker.config import Config
-from broker.consumer_timeout import DeliveryAges, timeout_text
-from broker.settings import ConfigError, load_config
+from broker.server.config import Config
+from broker.server.settings import ConfigError, load_config
+from broker.session.consumer_timeout import DeliveryAges, timeout_text
 from tests.helpers import AnyFrame, RawClient, ServerThread, wait_for, wait_until
 
 TIMEOUT_MS = 300

@@ -9,7 +9,7 @@ from pathlib import Path
 import pika
 import pytest
 
-from broker.config import Config
+from broker.server.config import Config
 from tests.amqp_helpers import uniq
 from tests.conftest import external_url
 from tests.helpers import ServerThread, wait_until

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import pytest
 from pamqp import commands
 
-from broker.healthcheck import check, main, parse_url
+from broker.server.healthcheck import check, main, parse_url
 from tests.helpers import FakeBroker, free_port, wait_until
 
 
@@ -132,7 +132,7 @@ def test_module_main_exits_0_when_healthy_and_1_otherwise(
 
 def test_python_dash_m_broker_healthcheck_runs(fake: FakeBroker) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "broker.healthcheck", fake.url()], capture_output=True, text=True, timeout=30
+        [sys.executable, "-m", "broker.server.healthcheck", fake.url()], capture_output=True, text=True, timeout=30
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("healthy: FakeBroker")

@@ -9,7 +9,7 @@ import uuid
 import pytest
 from pamqp import body, commands, header
 
-from broker.connection import WRITE_HIGH_WATER
+from broker.session.connection import WRITE_HIGH_WATER
 from tests.helpers import ServerThread, wait_until
 from tests.test_messaging_consume import Client, consume, declare, read_delivery
 

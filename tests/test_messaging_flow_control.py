@@ -20,11 +20,11 @@ LOW_MARKS = (50, 10)  # the in-process broker's flow marks for these tests, so N
 
 @pytest.fixture(autouse=True)
 def low_flow_marks(monkeypatch: pytest.MonkeyPatch) -> None:
-    import broker.channel
-    import broker.queue
+    import broker.model.queue.queue
+    import broker.session.channel
 
-    monkeypatch.setattr(broker.channel, "FLOW_HIGH", LOW_MARKS[0])
-    monkeypatch.setattr(broker.queue, "FLOW_LOW", LOW_MARKS[1])
+    monkeypatch.setattr(broker.session.channel, "FLOW_HIGH", LOW_MARKS[0])
+    monkeypatch.setattr(broker.model.queue.queue, "FLOW_LOW", LOW_MARKS[1])
 
 
 async def consume_counting(channel: aio_pika.abc.AbstractChannel, queue_name: str, counter: list[int]) -> None:

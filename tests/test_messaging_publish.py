@@ -10,7 +10,7 @@ import aio_pika
 import pytest
 from pamqp import body, commands, header
 
-from broker.config import Config
+from broker.server.config import Config
 from tests.amqp_helpers import uniq
 from tests.helpers import AnyFrame, CloseInfo, RawClient, ServerThread, wait_for
 

@@ -11,7 +11,7 @@ import pika
 import pytest
 from pamqp import commands
 
-from broker.config import Config
+from broker.server.config import Config
 from tests.amqp_helpers import uniq
 from tests.helpers import CloseInfo, ServerThread, wait_for
 from tests.test_messaging_consume import (

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from broker.names import (
+from broker.model.names import (
     check_not_default_exchange,
     check_reserved_prefix,
     generate_queue_name,

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from pamqp import commands
 
-from broker.config import Config
+from broker.server.config import Config
 from tests.helpers import RawClient, ServerThread, wait_until
 
 

@@ -29,9 +29,9 @@ from protocol.errors import PRECONDITION_FAILED, ChannelError
 if TYPE_CHECKING:
     import asyncio
 
-    from broker.channel import Channel, ChannelConsumer
-    from broker.queue import Entry
-    from broker.server import Server
+    from broker.model.queue.queue import Entry
+    from broker.server.server import Server
+    from broker.session.channel import Channel, ChannelConsumer
 
 log = logging.getLogger("amqpd.consumer_timeout")
 

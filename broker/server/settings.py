@@ -1,6 +1,6 @@
 """Build a `Config` from defaults, a TOML file, ``AMQPD_*`` environment variables and command-line flags.
 
-Precedence is flag > environment > config file > default. Every field of `broker.config.Config` is settable
+Precedence is flag > environment > config file > default. Every field of `broker.server.config.Config` is settable
 all four ways under the same name (``--data-dir``, ``AMQPD_DATA_DIR``, ``data_dir = ...``), so adding a field
 to the dataclass is all it takes to expose a new setting.
 """
@@ -17,7 +17,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any, NoReturn
 from urllib.parse import quote, urlsplit
 
-from broker.config import Config
+from broker.server.config import Config
 
 ENV_PREFIX = "AMQPD_"
 LOOP_KINDS = ("auto", "uvloop", "asyncio")

@@ -13,12 +13,12 @@ import os
 import weakref
 from typing import TYPE_CHECKING
 
-from broker.deadletter import copy_properties
-from broker.queue import Queue
+from broker.features.deadletter import copy_properties
+from broker.model.queue.queue import Queue
 from protocol.errors import PRECONDITION_FAILED, ChannelError
 
 if TYPE_CHECKING:
-    from broker.message import Message
+    from broker.model.message import Message
 
 REPLY_TO = "amq.rabbitmq.reply-to"
 REPLY_PREFIX = REPLY_TO + "."

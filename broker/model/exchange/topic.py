@@ -25,7 +25,9 @@ n-word key. Two facts keep it polynomial:
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
+
+from broker.model.exchange.base import BindingId, Exchange
 
 
 class _Node:
@@ -182,3 +184,22 @@ def _expand_hash(h: _Node, words: list[str], i: int, n: int, out: set[Hashable],
             c = get(words[j])
             if c is not None:
                 _walk(c, words, j + 1, n, out, memo)
+
+
+class TopicExchange(Exchange):
+    """Dot-separated words with ``*`` and ``#`` wildcards, matched through a trie (see broker.model.exchange.topic)."""
+
+    type_name = "topic"
+    __slots__ = ("_trie",)
+
+    def _init_routes(self) -> None:
+        self._trie = TopicTrie()
+
+    def route(self, routing_key: str, headers: Mapping[str, object] | None, out: set[Hashable]) -> None:
+        self._trie.match(routing_key, out)
+
+    def _add(self, bid: BindingId, dest: Hashable, routing_key: str, arguments: dict[str, object]) -> None:
+        self._trie.add(routing_key, dest)
+
+    def _remove(self, bid: BindingId, dest: Hashable, routing_key: str, arguments: dict[str, object]) -> None:
+        self._trie.remove(routing_key, dest)

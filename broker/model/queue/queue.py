@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from broker.expiry import LOOP_CLOCK, Clock, TimerHandle
+from broker.model.clock import LOOP_CLOCK, Clock, TimerHandle
 from protocol import fastcodec
 
 # Publisher flow control: a queue with consumers and more than FLOW_HIGH ready messages stops reading from the
@@ -29,8 +29,8 @@ FLOW_HIGH = 20000
 FLOW_LOW = 10000
 
 if TYPE_CHECKING:
-    from broker.consumer import Consumer
-    from broker.message import Message
+    from broker.model.consumer import Consumer
+    from broker.model.message import Message
     from storage import GroupCommitter
 
 DROP_HEAD = "drop-head"
@@ -728,7 +728,7 @@ class Queue:
         """Republish ``entries`` through this queue's dead-letter exchange (the caller forgot them already)."""
         if self.dlx is None or self.host is None:
             return
-        from broker.deadletter import dead_letter  # deadletter imports queue: import here, on the rare path
+        from broker.features.deadletter import dead_letter  # deadletter imports queue: import here, on the rare path
 
         dead_letter(self.host, self, [e.msg for e in entries], reason)
 
@@ -736,6 +736,6 @@ class Queue:
 def _set_delivery_count(entry: Entry) -> None:
     """Give a redelivered entry its own copy of the message carrying ``x-delivery-count`` (the original may be
     shared with other queues)."""
-    from broker.deadletter import with_headers
+    from broker.features.deadletter import with_headers
 
     entry.msg = with_headers(entry.msg, {"x-delivery-count": entry.delivery_count})

@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 from pamqp import commands
 
-from broker.message import Message
-from broker.persistence import store_message
+from broker.durability.persistence import store_message
+from broker.model.message import Message
 from protocol import fastcodec
 
 if TYPE_CHECKING:
-    from broker.queue import Queue
-    from broker.vhost import VHost
+    from broker.model.queue.queue import Queue
+    from broker.model.vhost import VHost
 
 _PROPERTY_NAMES = tuple(commands.Basic.Properties().attributes())
 

@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING, Any
 from pamqp import commands
 from pamqp.base import Frame
 
-from broker import consumer_timeout
-from broker.arguments import validate_expiration
-from broker.message import Message
-from broker.persistence import store_message
-from broker.publish_extras import EXTRA_FLAGS, route_extras, route_reply
-from broker.queue import FLOW_HIGH, Entry, Queue
-from broker.reply_to import REPLY_TO, consume_queue
+from broker.durability.persistence import store_message
+from broker.features.publish_extras import EXTRA_FLAGS, route_extras, route_reply
+from broker.features.reply_to import REPLY_TO, consume_queue
+from broker.model.arguments import validate_expiration
+from broker.model.message import Message
+from broker.model.queue.queue import FLOW_HIGH, Entry, Queue
+from broker.session import consumer_timeout
 from protocol import fastcodec
 from protocol.errors import (
     ACCESS_REFUSED,
@@ -35,8 +35,8 @@ from protocol.errors import (
 )
 
 if TYPE_CHECKING:
-    from broker.connection import BrokerConnection
-    from broker.vhost import VHost
+    from broker.model.vhost import VHost
+    from broker.session.connection import BrokerConnection
 
 
 class _DeclareOk(commands.Queue.DeclareOk):

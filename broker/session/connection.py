@@ -16,15 +16,15 @@ from typing import TYPE_CHECKING, Any, cast
 
 from pamqp.base import Frame
 
-from broker.channel import Channel
-from broker.queue import Queue
+from broker.model.queue.queue import Queue
+from broker.session.channel import Channel
 from protocol.connection import RUNNING, AMQPConnection
 from protocol.errors import NOT_ALLOWED, ConnectionError_
 from protocol.framing import ProtocolHeaderMismatch
 
 if TYPE_CHECKING:
-    from broker.server import Server
-    from broker.vhost import VHost
+    from broker.model.vhost import VHost
+    from broker.server.server import Server
 
 log = logging.getLogger("amqpd.connection")
 

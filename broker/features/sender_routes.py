@@ -6,15 +6,15 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
-from broker.arguments import amqp_type_name
-from broker.deadletter import copy_properties
+from broker.features.deadletter import copy_properties
+from broker.model.arguments import amqp_type_name
 from protocol.errors import PRECONDITION_FAILED, ChannelError
 
 if TYPE_CHECKING:
-    from broker.exchange import Exchange
-    from broker.message import Message
-    from broker.queue import Queue
-    from broker.vhost import VHost
+    from broker.model.exchange import Exchange
+    from broker.model.message import Message
+    from broker.model.queue.queue import Queue
+    from broker.model.vhost import VHost
 
 # The key names as they appear in an encoded field table (shortstr length, then the name).
 _CC_KEY = b"\x02CC"

@@ -9,10 +9,10 @@ import sys
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from broker.config import Config
-from broker.connection import BrokerConnection
-from broker.persistence import recover
-from broker.vhost import VHost
+from broker.durability.persistence import recover
+from broker.model.vhost import VHost
+from broker.server.config import Config
+from broker.session.connection import BrokerConnection
 from protocol.errors import CONNECTION_FORCED
 from storage import GroupCommitter, Store, open_store
 

@@ -11,24 +11,7 @@ import itertools
 from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any
 
-from broker.arguments import (
-    ExchangeShape,
-    QueueShape,
-    check_exchange_equivalence,
-    check_queue_equivalence,
-    validate_exchange_arguments,
-    validate_queue_arguments,
-)
-from broker.exchange import EXCHANGE_TYPES, Exchange, unknown_type_text
-from broker.message import Message
-from broker.names import (
-    check_not_default_exchange,
-    check_reserved_prefix,
-    generate_queue_name,
-    normalize_name,
-    validate_name,
-)
-from broker.persistence import (
+from broker.durability.persistence import (
     ExchangeDelete,
     QueueDelete,
     binding_delete,
@@ -37,7 +20,24 @@ from broker.persistence import (
     is_stored_dest,
     queue_record,
 )
-from broker.queue import Queue
+from broker.model.arguments import (
+    ExchangeShape,
+    QueueShape,
+    check_exchange_equivalence,
+    check_queue_equivalence,
+    validate_exchange_arguments,
+    validate_queue_arguments,
+)
+from broker.model.exchange import EXCHANGE_TYPES, Exchange, unknown_type_text
+from broker.model.message import Message
+from broker.model.names import (
+    check_not_default_exchange,
+    check_reserved_prefix,
+    generate_queue_name,
+    normalize_name,
+    validate_name,
+)
+from broker.model.queue.queue import Queue
 from protocol.errors import (
     ACCESS_REFUSED,
     COMMAND_INVALID,

@@ -8,6 +8,7 @@ tables).
 
 Destinations are opaque hashables (queues or exchanges). ``route`` only adds the direct destinations of this
 exchange to ``out``; following exchange-to-exchange bindings and alternate exchanges is the vhost's job.
+The types live one per module beside this one (direct, fanout, topic, headers); registry.py names them.
 """
 
 from __future__ import annotations
@@ -16,16 +17,12 @@ import datetime
 from collections.abc import Hashable, Iterator, Mapping
 from decimal import Decimal
 from operator import itemgetter
-from typing import ClassVar, Final
-
-from broker.headers_match import Term, compile_binding, headers_match, validate_x_match
-from broker.topic import TopicTrie
+from typing import ClassVar
 
 # Binding arguments reduced to a hashable, order-independent, type-tagged value.
 FrozenArgs = tuple[tuple[str, Hashable], ...]
 BindingId = tuple[Hashable, str, FrozenArgs]
 
-_EMPTY_HEADERS: Final[Mapping[str, object]] = {}
 _first = itemgetter(0)
 
 
@@ -189,131 +186,3 @@ class Exchange:
 
     def _remove(self, bid: BindingId, dest: Hashable, routing_key: str, arguments: dict[str, object]) -> None:
         raise NotImplementedError
-
-
-class DirectExchange(Exchange):
-    """Routing key equality: one dict lookup per message."""
-
-    type_name = "direct"
-    __slots__ = ("_routes",)
-
-    def _init_routes(self) -> None:
-        # key -> dest -> number of bindings (differing only in arguments) behind that pair
-        self._routes: dict[str, dict[Hashable, int]] = {}
-
-    def route(self, routing_key: str, headers: Mapping[str, object] | None, out: set[Hashable]) -> None:
-        dests = self._routes.get(routing_key)
-        if dests:
-            out.update(dests)
-
-    def _add(self, bid: BindingId, dest: Hashable, routing_key: str, arguments: dict[str, object]) -> None:
-        dests = self._routes.get(routing_key)
-        if dests is None:
-            dests = self._routes[routing_key] = {}
-        _incr(dests, dest)
-
-    def _remove(self, bid: BindingId, dest: Hashable, routing_key: str, arguments: dict[str, object]) -> None:
-        dests = self._routes[routing_key]
-        _decr(dests, dest)
-        if not dests:
-            del self._routes[routing_key]
-
-
-class FanoutExchange(Exchange):
-    """Every bound destination, whatever the key: one precomputed collection."""
-
-    type_name = "fanout"
-    __slots__ = ("_dests",)
-
-    def _init_routes(self) -> None:
-        # dest -> number of its bindings (keys and arguments do not matter to fanout)
-        self._dests: dict[Hashable, int] = {}
-
-    def route(self, routing_key: str, headers: Mapping[str, object] | None, out: set[Hashable]) -> None:
-        if self._dests:
-            out.update(self._dests)
-
-    def _add(self, bid: BindingId, dest: Hashable, routing_key: str, arguments: dict[str, object]) -> None:
-        _incr(self._dests, dest)
-
-    def _remove(self, bid: BindingId, dest: Hashable, routing_key: str, arguments: dict[str, object]) -> None:
-        _decr(self._dests, dest)
-
-
-class TopicExchange(Exchange):
-    """Dot-separated words with ``*`` and ``#`` wildcards, matched through a trie (see broker.topic)."""
-
-    type_name = "topic"
-    __slots__ = ("_trie",)
-
-    def _init_routes(self) -> None:
-        self._trie = TopicTrie()
-
-    def route(self, routing_key: str, headers: Mapping[str, object] | None, out: set[Hashable]) -> None:
-        self._trie.match(routing_key, out)
-
-    def _add(self, bid: BindingId, dest: Hashable, routing_key: str, arguments: dict[str, object]) -> None:
-        self._trie.add(routing_key, dest)
-
-    def _remove(self, bid: BindingId, dest: Hashable, routing_key: str, arguments: dict[str, object]) -> None:
-        self._trie.remove(routing_key, dest)
-
-
-class HeadersExchange(Exchange):
-    """Matches message headers against binding arguments under x-match (see broker.headers_match)."""
-
-    type_name = "headers"
-    needs_headers = True
-    __slots__ = ("_compiled", "_table")
-
-    def _init_routes(self) -> None:
-        self._compiled: dict[BindingId, tuple[Hashable, bool, tuple[Term, ...]]] = {}
-        # the same entries as a tuple that route() iterates without copying; None after a change, rebuilt by
-        # the next route() (so unbind_all of many bindings does not rebuild it once per binding)
-        self._table: tuple[tuple[Hashable, bool, tuple[Term, ...]], ...] | None = ()
-
-    @classmethod
-    def validate_binding(cls, arguments: Mapping[str, object] | None) -> None:
-        validate_x_match(arguments)
-
-    def route(self, routing_key: str, headers: Mapping[str, object] | None, out: set[Hashable]) -> None:
-        table = self._table
-        if table is None:
-            table = self._table = tuple(self._compiled.values())
-        hs = _EMPTY_HEADERS if headers is None else headers
-        for dest, match_all, terms in table:
-            if dest not in out and headers_match(match_all, terms, hs):
-                out.add(dest)
-
-    def _add(self, bid: BindingId, dest: Hashable, routing_key: str, arguments: dict[str, object]) -> None:
-        match_all, terms = compile_binding(arguments)
-        self._compiled[bid] = (dest, match_all, terms)
-        self._table = None
-
-    def _remove(self, bid: BindingId, dest: Hashable, routing_key: str, arguments: dict[str, object]) -> None:
-        del self._compiled[bid]
-        self._table = None
-
-
-EXCHANGE_TYPES: dict[str, type[Exchange]] = {
-    cls.type_name: cls for cls in (DirectExchange, FanoutExchange, TopicExchange, HeadersExchange)
-}
-
-# RabbitMQ looks an exchange type up with list_to_existing_atom: a name that is already an atom in its VM but
-# no registered type gets "invalid exchange type", any other name "unknown exchange type". The atom table is
-# not ours to know; these names were each seen answered with "invalid" by RabbitMQ 3.10.8 (the empty name too).
-_KNOWN_ATOMS: Final = frozenset(
-    {
-        "", "all", "any", "array", "atom", "bar", "binary", "binding", "bool", "byte", "classic", "decimal",
-        "default", "error", "exchange", "false", "float", "foo", "hello", "int", "integer", "invalid", "key",
-        "list", "local", "long", "map", "match", "message", "name", "none", "ok", "queue", "quorum", "random",
-        "short", "stream", "string", "table", "test", "timestamp", "true", "tuple", "type", "undefined",
-        "unknown", "value", "void",
-    }
-)  # fmt: skip
-
-
-def unknown_type_text(type_name: str) -> str:
-    """The detail of RabbitMQ's 503 for an exchange.declare whose type is not one of EXCHANGE_TYPES."""
-    adjective = "invalid" if type_name in _KNOWN_ATOMS else "unknown"
-    return f"{adjective} exchange type '{type_name}'"

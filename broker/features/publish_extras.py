@@ -7,15 +7,15 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import TYPE_CHECKING
 
-from broker import reply_to
-from broker.sender_routes import may_have_sender_routes, route_with_sender_keys
+from broker.features import reply_to
+from broker.features.sender_routes import may_have_sender_routes, route_with_sender_keys
 from protocol import fastcodec
 
 if TYPE_CHECKING:
-    from broker.exchange import Exchange
-    from broker.message import Message
-    from broker.queue import Queue
-    from broker.vhost import VHost
+    from broker.model.exchange import Exchange
+    from broker.model.message import Message
+    from broker.model.queue.queue import Queue
+    from broker.model.vhost import VHost
 
 EXTRA_FLAGS = fastcodec.HAS_HEADERS | fastcodec.HAS_EXPIRATION | fastcodec.HAS_REPLY_TO
 

@@ -12,8 +12,8 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 
-from broker.config import Config
-from broker.settings import ConfigError, check_url_for, package_version, parse_invocation
+from broker.server.config import Config
+from broker.server.settings import ConfigError, check_url_for, package_version, parse_invocation
 
 log = logging.getLogger("amqpd")
 
@@ -46,7 +46,7 @@ def configure_logging(level: str) -> None:
 
 async def serve(config: Config) -> None:
     """Start the server and keep it running until a signal has led to a completed shutdown."""
-    from broker.server import Server  # imported here so --help, --version and --check stay light
+    from broker.server.server import Server  # imported here so --help, --version and --check stay light
 
     server = Server(config)
     loop = asyncio.get_running_loop()
@@ -94,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"amqpd {package_version()}")
             return 0
         if invocation.check_url is not None:
-            from broker.healthcheck import check
+            from broker.server.healthcheck import check
 
             ok, message = check(invocation.check_url or check_url_for(config), invocation.check_timeout)
             print(message, file=sys.stdout if ok else sys.stderr)

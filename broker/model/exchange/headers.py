@@ -32,10 +32,11 @@ Python values and drops the wire type, which is mostly what that comparison want
 from __future__ import annotations
 
 import datetime
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from decimal import Decimal
 from typing import Final
 
+from broker.model.exchange.base import BindingId, Exchange
 from protocol.errors import PRECONDITION_FAILED, ChannelError
 
 X_MATCH: Final = "x-match"
@@ -222,3 +223,42 @@ def erl_value(v: object) -> str:
     if isinstance(v, list | tuple):
         return "[" + ",".join(f"{{{field_type_name(x)},{erl_value(x)}}}" for x in v) + "]"
     return repr(v)
+
+
+_EMPTY_HEADERS: Final[Mapping[str, object]] = {}
+
+
+class HeadersExchange(Exchange):
+    """Matches message headers against binding arguments under x-match (see broker.model.exchange.headers)."""
+
+    type_name = "headers"
+    needs_headers = True
+    __slots__ = ("_compiled", "_table")
+
+    def _init_routes(self) -> None:
+        self._compiled: dict[BindingId, tuple[Hashable, bool, tuple[Term, ...]]] = {}
+        # the same entries as a tuple that route() iterates without copying; None after a change, rebuilt by
+        # the next route() (so unbind_all of many bindings does not rebuild it once per binding)
+        self._table: tuple[tuple[Hashable, bool, tuple[Term, ...]], ...] | None = ()
+
+    @classmethod
+    def validate_binding(cls, arguments: Mapping[str, object] | None) -> None:
+        validate_x_match(arguments)
+
+    def route(self, routing_key: str, headers: Mapping[str, object] | None, out: set[Hashable]) -> None:
+        table = self._table
+        if table is None:
+            table = self._table = tuple(self._compiled.values())
+        hs = _EMPTY_HEADERS if headers is None else headers
+        for dest, match_all, terms in table:
+            if dest not in out and headers_match(match_all, terms, hs):
+                out.add(dest)
+
+    def _add(self, bid: BindingId, dest: Hashable, routing_key: str, arguments: dict[str, object]) -> None:
+        match_all, terms = compile_binding(arguments)
+        self._compiled[bid] = (dest, match_all, terms)
+        self._table = None
+
+    def _remove(self, bid: BindingId, dest: Hashable, routing_key: str, arguments: dict[str, object]) -> None:
+        del self._compiled[bid]
+        self._table = None

@@ -11,9 +11,9 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from broker.exchange import EXCHANGE_TYPES, Exchange
-from broker.message import Message
-from broker.queue import Entry, Queue
+from broker.model.exchange import EXCHANGE_TYPES, Exchange
+from broker.model.message import Message
+from broker.model.queue.queue import Entry, Queue
 from storage import (
     BindingDelete,
     BindingRecord,
@@ -27,7 +27,7 @@ from storage import (
 )
 
 if TYPE_CHECKING:
-    from broker.vhost import VHost
+    from broker.model.vhost import VHost
 
 log = logging.getLogger("amqpd.persistence")
 

@@ -1,0 +1,1 @@
+"""The bridge between the model and storage/: what is durable, the definitions journal, and recovery."""
