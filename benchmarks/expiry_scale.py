@@ -15,7 +15,7 @@ import time
 
 from broker.model.clock import ManualClock
 from broker.model.message import Message
-from broker.model.queue.queue import Queue
+from broker.model.queue import Queue
 
 HEADER = (60).to_bytes(2, "big") + b"\x00\x00" + (8).to_bytes(8, "big") + b"\x00\x00"  # no properties
 

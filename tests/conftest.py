@@ -25,6 +25,7 @@ import contextlib
 import inspect
 import os
 from collections.abc import AsyncIterator, Generator, Iterator, Mapping
+from typing import Any
 
 import aio_pika
 import pytest
@@ -78,7 +79,16 @@ def external_url() -> str | None:
 
 
 @pytest.fixture
-def amqpd_instance(request: pytest.FixtureRequest, loop_kind: str) -> Iterator[ServerThread | None]:
+def amqpd_settings() -> dict[str, object]:
+    """Extra settings (Config fields) for the in-process broker; a test module overrides this fixture to change
+    them, e.g. lower flow-control marks."""
+    return {}
+
+
+@pytest.fixture
+def amqpd_instance(
+    request: pytest.FixtureRequest, loop_kind: str, amqpd_settings: dict[str, object]
+) -> Iterator[ServerThread | None]:
     """The in-process broker for this test, or None when AMQP_URL names an external one."""
     if external_url() is not None:
         yield None
@@ -91,7 +101,9 @@ def amqpd_instance(request: pytest.FixtureRequest, loop_kind: str) -> Iterator[S
             request.getfixturevalue(f"_{ASYNC_TEST_LOOP_SCOPE}_scoped_runner")
     from broker.server.config import Config
 
-    thread = ServerThread(Config(host="127.0.0.1", port=0, store="memory://", heartbeat=60), loop_kind)
+    settings: dict[str, Any] = {"host": "127.0.0.1", "port": 0, "store": "memory://", "heartbeat": 60}
+    settings.update(amqpd_settings)
+    thread = ServerThread(Config(**settings), loop_kind)
     thread.start()
     leftovers: dict[str, int] = {}
     try:

@@ -38,6 +38,8 @@ NON_DEFAULT = {
     "shutdown_timeout": "1.5",
     "consumer_timeout": "60000",
     "loop": "asyncio",
+    "flow_high": "30000",
+    "flow_low": "15000",
 }
 
 
@@ -313,3 +315,8 @@ def test_healthcheck_command_fails_when_nothing_listens() -> None:
     )
     assert done.returncode == 1
     assert "unhealthy" in done.stderr
+
+
+def test_a_flow_low_mark_not_below_the_high_mark_is_refused() -> None:
+    with pytest.raises(ConfigError, match="flow_low must be below flow_high"):
+        parse_invocation(["--flow-high", "100", "--flow-low", "100"], {})

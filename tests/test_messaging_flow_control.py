@@ -15,16 +15,12 @@ from tests.helpers import ServerThread, wait_for
 pytestmark = pytest.mark.integration
 
 N = 3000
-LOW_MARKS = (50, 10)  # the in-process broker's flow marks for these tests, so N crosses them quickly
 
 
-@pytest.fixture(autouse=True)
-def low_flow_marks(monkeypatch: pytest.MonkeyPatch) -> None:
-    import broker.model.queue.queue
-    import broker.session.channel
-
-    monkeypatch.setattr(broker.session.channel, "FLOW_HIGH", LOW_MARKS[0])
-    monkeypatch.setattr(broker.model.queue.queue, "FLOW_LOW", LOW_MARKS[1])
+@pytest.fixture
+def amqpd_settings() -> dict[str, object]:
+    """The in-process broker's flow marks for these tests, so N crosses them quickly."""
+    return {"flow_high": 50, "flow_low": 10}
 
 
 async def consume_counting(channel: aio_pika.abc.AbstractChannel, queue_name: str, counter: list[int]) -> None:
@@ -67,15 +63,20 @@ async def test_two_connections_consuming_each_others_queues_with_acks_never_dead
         await wait_for(lambda: got_a[0] == N and got_b[0] == N, timeout=60)
 
 
+@pytest.mark.parametrize(
+    "arguments",
+    [None, {"x-max-length": 1_000_000}, {"x-message-ttl": 600_000}],
+    ids=["plain", "max-length", "ttl"],
+)
 async def test_a_flat_out_publisher_is_paused_while_its_queue_has_a_consumer_backlog(
-    broker_server: ServerThread, amqp_url: str
+    broker_server: ServerThread, amqp_url: str, arguments: dict[str, int] | None
 ) -> None:
     async with await aio_pika.connect(amqp_url) as pub, await aio_pika.connect(amqp_url) as sub:
         pch = await pub.channel(publisher_confirms=False)
         sch = await sub.channel()
         await sch.set_qos(prefetch_count=1)
         name = uniq("flow-backlog")
-        queue = await sch.declare_queue(name, auto_delete=True)
+        queue = await sch.declare_queue(name, auto_delete=True, arguments=arguments)
         held: list[aio_pika.abc.AbstractIncomingMessage] = []
 
         async def hold(message: aio_pika.abc.AbstractIncomingMessage) -> None:

@@ -14,52 +14,12 @@ import datetime
 import time
 from typing import TYPE_CHECKING, Any
 
-from pamqp import commands
-
-from broker.durability.persistence import store_message
-from broker.model.message import Message
-from protocol import fastcodec
+from broker.durability.messages import store_message
+from broker.model.message import Message, copy_properties, header_routes
 
 if TYPE_CHECKING:
-    from broker.model.queue.queue import Queue
-    from broker.model.vhost import VHost
-
-_PROPERTY_NAMES = tuple(commands.Basic.Properties().attributes())
-
-
-def copy_properties(props: Any, **changes: Any) -> commands.Basic.Properties:
-    """A new Basic.Properties with ``changes`` applied (decoded properties are shared: never mutate them)."""
-    values = {name: getattr(props, name) for name in _PROPERTY_NAMES}
-    values.update(changes)
-    if values.get("cluster_id") is None:
-        values["cluster_id"] = ""
-    return commands.Basic.Properties(**values)
-
-
-def with_headers(msg: Message, updates: dict[str, Any]) -> Message:
-    """A copy of ``msg`` whose headers carry ``updates``; same store id, so acks and drops still find it."""
-    props = msg.properties
-    headers = dict(props.headers or {})
-    headers.update(updates)
-    copy = Message(msg.exchange, msg.routing_key, msg.header, msg.body, msg.persistent)
-    copy.msg_id = msg.msg_id
-    copy.timestamp_ms = msg.timestamp_ms
-    copy.expiration = msg.expiration
-    copy.replace_properties(copy_properties(props, headers=headers))
-    return copy
-
-
-def header_routes(headers: dict[str, Any] | None) -> list[str]:
-    """The CC and BCC routing keys of a headers table (rabbit_basic:header_routes), non-strings skipped."""
-    if not headers:
-        return []
-    keys: list[str] = []
-    for name in ("CC", "BCC"):
-        value = headers.get(name)
-        if isinstance(value, list):
-            keys.extend(k if isinstance(k, str) else k.decode() for k in value if isinstance(k, str | bytes))
-    return keys
-
+    from broker.model.queue import Queue
+    from broker.model.routing import Router
 
 def _sorted_table(table: dict[str, Any]) -> dict[str, Any]:
     return {k: table[k] for k in sorted(table, key=lambda k: k.encode("utf-8", "surrogateescape"))}
@@ -126,15 +86,18 @@ def is_cycle(queue: str, deaths: list[Any]) -> bool:
     return False
 
 
-def dead_letter(host: VHost, source: Queue, msgs: list[Message], reason: str) -> None:
-    dlx = source.dlx
-    if dlx is None:
+def dead_letter(host: Router, source: Queue, msgs: list[Message], reason: str) -> None:
+    """A queue's dead-letterer (see broker.model.routing.DeadLetterer): route each message's dead-lettered copy
+    through ``source``'s dead-letter exchange, storing it when it is persistent and reaches a durable queue."""
+    fx = source.fx
+    if fx is None or fx.dlx is None:
         return
+    dlx = fx.dlx
     ex = host.exchanges.get(dlx)
     if ex is None:
         return  # RabbitMQ drops the message when the dead-letter exchange does not exist
     for msg in msgs:
-        dead, keys = make_dead_letter(msg, reason, source.name, dlx, source.dlrk)
+        dead, keys = make_dead_letter(msg, reason, source.name, dlx, fx.dlrk)
         targets: set[Queue] = set()
         for key in keys:
             targets.update(host.route(ex, dead, key))
@@ -150,12 +113,3 @@ def dead_letter(host: VHost, source: Queue, msgs: list[Message], reason: str) ->
                 store_message(committer, dead, durable, host.next_message_id())
         for q in targets:
             q.put(dead)
-
-
-def expiration_ms(header: bytes) -> int | None:
-    """The ``expiration`` property of a stored message as milliseconds (it was validated on publish)."""
-    raw = fastcodec.short_property(header, fastcodec.HAS_EXPIRATION)
-    try:
-        return int(raw) if raw is not None else None
-    except ValueError:
-        return None

@@ -6,15 +6,15 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
-from broker.features.deadletter import copy_properties
 from broker.model.arguments import amqp_type_name
+from broker.model.message import copy_properties
 from protocol.errors import PRECONDITION_FAILED, ChannelError
 
 if TYPE_CHECKING:
     from broker.model.exchange import Exchange
     from broker.model.message import Message
-    from broker.model.queue.queue import Queue
-    from broker.model.vhost import VHost
+    from broker.model.queue import Queue
+    from broker.model.routing import Router
 
 # The key names as they appear in an encoded field table (shortstr length, then the name).
 _CC_KEY = b"\x02CC"
@@ -46,16 +46,16 @@ def _text(key: str | bytes) -> str:
     return key if isinstance(key, str) else key.decode("utf-8", "replace")
 
 
-def route_with_sender_keys(vhost: VHost, ex: Exchange, msg: Message) -> Collection[Queue]:
+def route_with_sender_keys(router: Router, ex: Exchange, msg: Message) -> Collection[Queue]:
     headers = msg.headers()
     if not headers or ("CC" not in headers and "BCC" not in headers):
-        return vhost.route(ex, msg)
+        return router.route(ex, msg)
     keys = sender_keys(headers)
     if "BCC" in headers:
         stripped = dict(headers)
         del stripped["BCC"]
         msg.replace_properties(copy_properties(msg.properties, headers=stripped))
-    queues: set[Queue] = set(vhost.route(ex, msg))
+    queues: set[Queue] = set(router.route(ex, msg))
     for key in keys:
-        queues.update(vhost.route(ex, msg, key))
+        queues.update(router.route(ex, msg, key))
     return queues

@@ -1,11 +1,20 @@
-"""The small interface a queue needs from whoever consumes it, so queue.py never imports channel.py."""
+"""What a queue needs from the sessions around it, so the model never imports the session layer."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from broker.model.queue.queue import Entry, Queue
+    from broker.model.queue import Entry, Queue
+
+
+class Session(Protocol):
+    """A client connection as the model sees it: an identity (who owns an exclusive queue, whose consumer this
+    is) and a publisher that a queue's backlog may pause and later resume."""
+
+    def unthrottle(self) -> None:
+        """The queue that paused this publisher has drained (or gone): it may be read again."""
+        ...
 
 
 class Consumer(Protocol):
@@ -17,6 +26,11 @@ class Consumer(Protocol):
     arguments: dict[str, Any]
     parked: bool
     unacked: int
+
+    @property
+    def session(self) -> Session:
+        """The connection this consumer delivers through."""
+        ...
 
     def has_capacity(self) -> bool: ...
     def deliver(self, entry: Entry) -> None: ...

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pamqp import commands
+
 from protocol import fastcodec
 
 
@@ -59,3 +61,40 @@ class Message:
         """Rewrite the content header (rare paths only: BCC stripping, reply-to rewriting, dead-lettering)."""
         self._properties = properties
         self.header = fastcodec.encode_header_payload(len(self.body), properties)
+
+
+_PROPERTY_NAMES = tuple(commands.Basic.Properties().attributes())
+
+
+def copy_properties(props: Any, **changes: Any) -> commands.Basic.Properties:
+    """A new Basic.Properties with ``changes`` applied (decoded properties are shared: never mutate them)."""
+    values = {name: getattr(props, name) for name in _PROPERTY_NAMES}
+    values.update(changes)
+    if values.get("cluster_id") is None:
+        values["cluster_id"] = ""
+    return commands.Basic.Properties(**values)
+
+
+def with_headers(msg: Message, updates: dict[str, Any]) -> Message:
+    """A copy of ``msg`` whose headers carry ``updates``; same store id, so acks and drops still find it."""
+    props = msg.properties
+    headers = dict(props.headers or {})
+    headers.update(updates)
+    copy = Message(msg.exchange, msg.routing_key, msg.header, msg.body, msg.persistent)
+    copy.msg_id = msg.msg_id
+    copy.timestamp_ms = msg.timestamp_ms
+    copy.expiration = msg.expiration
+    copy.replace_properties(copy_properties(props, headers=headers))
+    return copy
+
+
+def header_routes(headers: dict[str, Any] | None) -> list[str]:
+    """The CC and BCC routing keys of a headers table (rabbit_basic:header_routes), non-strings skipped."""
+    if not headers:
+        return []
+    keys: list[str] = []
+    for name in ("CC", "BCC"):
+        value = headers.get(name)
+        if isinstance(value, list):
+            keys.extend(k if isinstance(k, str) else k.decode() for k in value if isinstance(k, str | bytes))
+    return keys

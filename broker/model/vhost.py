@@ -8,18 +8,9 @@ reaches each queue at most once per publish however the graph loops.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Hashable
 from typing import TYPE_CHECKING, Any
 
-from broker.durability.persistence import (
-    ExchangeDelete,
-    QueueDelete,
-    binding_delete,
-    binding_record,
-    exchange_record,
-    is_stored_dest,
-    queue_record,
-)
 from broker.model.arguments import (
     ExchangeShape,
     QueueShape,
@@ -29,6 +20,7 @@ from broker.model.arguments import (
     validate_queue_arguments,
 )
 from broker.model.exchange import EXCHANGE_TYPES, Exchange, unknown_type_text
+from broker.model.journal import NO_JOURNAL, DefinitionsJournal
 from broker.model.message import Message
 from broker.model.names import (
     check_not_default_exchange,
@@ -37,7 +29,7 @@ from broker.model.names import (
     normalize_name,
     validate_name,
 )
-from broker.model.queue.queue import Queue
+from broker.model.queue import Queue
 from protocol.errors import (
     ACCESS_REFUSED,
     COMMAND_INVALID,
@@ -58,20 +50,34 @@ DEFAULT_EXCHANGES = (
 )
 
 if TYPE_CHECKING:
+    from broker.model.consumer import Session
+    from broker.model.routing import DeadLetterer
     from storage import GroupCommitter
-    from storage.base import Definition
 
 _NO_QUEUES: tuple[Queue, ...] = ()
 
 
 class VHost:
-    def __init__(self, name: str = "/", committer: GroupCommitter | None = None, first_message_id: int = 1) -> None:
+    """Implements the model's Router (for features) and QueueHost (for its queues)."""
+
+    def __init__(
+        self,
+        name: str = "/",
+        committer: GroupCommitter | None = None,
+        first_message_id: int = 1,
+        *,
+        journal: DefinitionsJournal = NO_JOURNAL,
+        dead_letterer: DeadLetterer | None = None,
+    ) -> None:
         self.name = name
         self.committer = committer  # None: nothing is persisted (memory:// store)
+        self.journal = journal
+        self.dead_letterer = dead_letterer  # None: dead-lettered messages are dropped
         self.persisted = False  # set when a definition change was handed to the store; the channel clears it
         self.next_message_id = itertools.count(first_message_id).__next__
         self.exchanges: dict[str, Exchange] = {}
         self.queues: dict[str, Queue] = {}
+        self.reply_queues: dict[str, Queue] = {}  # direct reply-to pseudo-queues by address
         self.e2e_bindings = 0  # exchange-to-exchange bindings: routing walks the graph only when > 0
         self.on_queue_deleted: list[Callable[[Queue], None]] = []
         default = EXCHANGE_TYPES["direct"]("", durable=True)
@@ -79,10 +85,13 @@ class VHost:
         for xname, xtype, internal in DEFAULT_EXCHANGES:
             self.exchanges[xname] = EXCHANGE_TYPES[xtype](xname, durable=True, internal=internal)
 
-    def _persist(self, record: Definition) -> None:
-        if self.committer is not None:
-            self.committer.add_definition(record)
+    def _journaled(self, written: bool) -> None:
+        if written:
             self.persisted = True
+
+    def dead_letter(self, source: Queue, msgs: list[Message], reason: str) -> None:
+        if self.dead_letterer is not None:
+            self.dead_letterer(self, source, msgs, reason)
 
     # ------------------------------------------------------------------ exchanges
     def get_exchange(self, name: str) -> Exchange:
@@ -120,8 +129,7 @@ class VHost:
             validate_exchange_arguments(name, self.name, arguments)
             ex = cls(name, durable=durable, auto_delete=auto_delete, internal=internal, arguments=arguments)
             self.exchanges[name] = ex
-            if durable:
-                self._persist(exchange_record(ex))
+            self._journaled(self.journal.exchange_declared(ex))
             return ex
         check_exchange_equivalence(
             name,
@@ -156,8 +164,7 @@ class VHost:
         if self.exchanges.get(ex.name) is not ex:
             return
         del self.exchanges[ex.name]
-        if ex.durable:
-            self._persist(ExchangeDelete(ex.name))  # the store drops its bindings too
+        self._journaled(self.journal.exchange_deleted(ex))  # the store drops its bindings too
         for dest, _key, _args in list(ex.bindings()):
             if isinstance(dest, Exchange):
                 self.e2e_bindings -= 1
@@ -173,7 +180,7 @@ class VHost:
             self._remove_exchange(ex)
 
     # ------------------------------------------------------------------ queues
-    def get_queue(self, name: str, connection: object | None = None) -> Queue:
+    def get_queue(self, name: str, connection: Session | None = None) -> Queue:
         name = normalize_name(name)
         q = self.queues.get(name)
         if q is None:
@@ -193,7 +200,7 @@ class VHost:
     def declare_queue(
         self,
         name: str,
-        connection: object,
+        connection: Session,
         *,
         passive: bool = False,
         durable: bool = False,
@@ -241,21 +248,21 @@ class VHost:
             auto_delete=auto_delete,
             arguments=arguments,
         )
-        q.on_unused = self.delete_queue
-        self.queues[name] = q
-        q.attach(self)  # dead-lettering routes through this vhost; x-expires starts counting
-        if durable and not exclusive and self.committer is not None:
-            q.store = self.committer
-            self._persist(queue_record(q))
+        self._register(q)
+        self._journaled(self.journal.queue_declared(q))
         return q
+
+    def _register(self, q: Queue) -> None:
+        q.on_unused = self.delete_queue
+        self.queues[q.name] = q
+        q.attach(self)  # dead-lettering routes through this vhost; x-expires starts counting
 
     def delete_queue(self, q: Queue) -> int:
         """Remove a queue, its bindings and consumers; returns how many ready messages it held."""
         if self.queues.get(q.name) is not q:
             return 0
         del self.queues[q.name]
-        if q.store is not None:
-            self._persist(QueueDelete(q.name))  # drops its stored messages and bindings
+        self._journaled(self.journal.queue_deleted(q))  # the store drops its messages and bindings
         for ex in list(self.exchanges.values()):
             if ex.unbind_all(q):
                 self._maybe_auto_delete(ex)
@@ -265,7 +272,7 @@ class VHost:
         return n
 
     def delete_queue_checked(
-        self, name: str, connection: object, *, if_unused: bool = False, if_empty: bool = False
+        self, name: str, connection: Session, *, if_unused: bool = False, if_empty: bool = False
     ) -> int:
         name = normalize_name(name)
         q = self.queues.get(name)
@@ -284,8 +291,8 @@ class VHost:
     def bind_queue(self, queue: Queue, exchange_name: str, routing_key: str, arguments: dict[str, Any]) -> None:
         ex = self._bindable_source(exchange_name)
         ex.validate_binding(arguments)
-        if ex.bind(queue, routing_key, arguments) and ex.durable and is_stored_dest(queue):
-            self._persist(binding_record(ex, queue, routing_key, arguments))
+        if ex.bind(queue, routing_key, arguments):
+            self._journaled(self.journal.bound(ex, queue, routing_key, arguments))
 
     def unbind_queue(self, queue: Queue, exchange_name: str, routing_key: str, arguments: dict[str, Any]) -> None:
         exchange_name = normalize_name(exchange_name)
@@ -294,8 +301,7 @@ class VHost:
         if ex is None:
             return
         if ex.unbind(queue, routing_key, arguments):
-            if ex.durable and is_stored_dest(queue):
-                self._persist(binding_delete(ex, queue, routing_key, arguments))
+            self._journaled(self.journal.unbound(ex, queue, routing_key, arguments))
             self._maybe_auto_delete(ex)
 
     def bind_exchange(self, destination: str, source: str, routing_key: str, arguments: dict[str, Any]) -> None:
@@ -308,8 +314,7 @@ class VHost:
         src.validate_binding(arguments)
         if src.bind(dest, routing_key, arguments):
             self.e2e_bindings += 1
-            if src.durable and dest.durable:
-                self._persist(binding_record(src, dest, routing_key, arguments))
+            self._journaled(self.journal.bound(src, dest, routing_key, arguments))
 
     def unbind_exchange(self, destination: str, source: str, routing_key: str, arguments: dict[str, Any]) -> None:
         destination, source = normalize_name(destination), normalize_name(source)
@@ -321,14 +326,42 @@ class VHost:
             return
         if src.unbind(dest, routing_key, arguments):
             self.e2e_bindings -= 1
-            if src.durable and dest.durable:
-                self._persist(binding_delete(src, dest, routing_key, arguments))
+            self._journaled(self.journal.unbound(src, dest, routing_key, arguments))
             self._maybe_auto_delete(src)
 
     def _bindable_source(self, name: str) -> Exchange:
         name = normalize_name(name)
         check_not_default_exchange(name)
         return self.get_exchange(name)
+
+    # ------------------------------------------------------------------ recovery (definitions already stored)
+    def restore_exchange(
+        self, name: str, type_name: str, auto_delete: bool, internal: bool, arguments: dict[str, Any]
+    ) -> Exchange | None:
+        """A durable exchange read back from the store; None when its type is unknown (or the name is taken)."""
+        cls = EXCHANGE_TYPES.get(type_name)
+        if cls is None or name in self.exchanges:
+            return None
+        ex = cls(name, durable=True, auto_delete=auto_delete, internal=internal, arguments=arguments)
+        self.exchanges[name] = ex
+        return ex
+
+    def restore_queue(self, name: str, auto_delete: bool, arguments: dict[str, Any]) -> Queue:
+        """A durable queue read back from the store; its store is attached as on declare."""
+        q = Queue(name, self.name, durable=True, auto_delete=auto_delete, arguments=arguments)
+        self._register(q)
+        q.store = self.committer
+        return q
+
+    def restore_binding(
+        self, source: str, destination: str, to_exchange: bool, routing_key: str, arguments: dict[str, Any]
+    ) -> None:
+        src = self.exchanges.get(source)
+        dest: Hashable | None = self.exchanges.get(destination) if to_exchange else self.queues.get(destination)
+        if src is None or dest is None:
+            return
+        if src.bind(dest, routing_key, arguments) and to_exchange:
+            self.e2e_bindings += 1
 
     # ------------------------------------------------------------------ routing (hot)
     def route(self, ex: Exchange, msg: Message, routing_key: str | None = None) -> Collection[Queue]:

@@ -25,3 +25,7 @@ class Config:
     # RabbitMQ's default; a queue's x-consumer-timeout overrides it (broker/consumer_timeout.py).
     consumer_timeout: int = 1800000
     loop: str = "auto"  # auto | uvloop | asyncio
+    # Publisher flow control: a queue with consumers and more than flow_high ready messages pauses the
+    # connections publishing into it until it is back at flow_low (broker/session/flow.py).
+    flow_high: int = 20000
+    flow_low: int = 10000

@@ -9,7 +9,10 @@ import sys
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from broker.durability.persistence import recover
+from broker.durability.journal import StoreJournal
+from broker.durability.recovery import recover
+from broker.features.deadletter import dead_letter
+from broker.model.journal import NO_JOURNAL
 from broker.model.vhost import VHost
 from broker.server.config import Config
 from broker.session.connection import BrokerConnection
@@ -35,7 +38,6 @@ class Server:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.version = amqpd_version()
-        self.vhosts: dict[str, VHost] = {config.default_vhost: VHost(config.default_vhost)}
         self.users: dict[str, str] = {config.default_user: config.default_pass}
         self.connections: set[BrokerConnection] = set()
         self.port = 0
@@ -44,7 +46,13 @@ class Server:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.store: Store | None = None
         self.committer: GroupCommitter | None = None
+        self.vhosts: dict[str, VHost] = {config.default_vhost: self._new_vhost(config.default_vhost)}
         self._store_pressure = False
+
+    def _new_vhost(self, name: str, first_message_id: int = 1) -> VHost:
+        committer = self.committer
+        journal = StoreJournal(committer) if committer is not None else NO_JOURNAL
+        return VHost(name, committer, first_message_id, journal=journal, dead_letterer=dead_letter)
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -71,9 +79,9 @@ class Server:
         self.committer = GroupCommitter(self.store)
         self.committer.set_pressure_callback(self._on_store_pressure)
         self.committer.set_failure_callback(self._on_store_failure)
-        vhost = VHost(cfg.default_vhost, self.committer, snapshot.next_message_id)
+        vhost = self._new_vhost(cfg.default_vhost, snapshot.next_message_id)
         self.vhosts = {cfg.default_vhost: vhost}
-        n = recover(vhost, snapshot, self.committer)
+        n = recover(vhost, snapshot)
         log.info(
             "recovered %d exchanges, %d queues, %d bindings and %d messages from %s in %.2f s",
             len(snapshot.exchanges),

@@ -43,6 +43,8 @@ HELP: dict[str, str] = {
     "consumer_timeout": "milliseconds a consumer may keep a delivery unacknowledged before it is cancelled "
     "(or its channel closed); a queue's x-consumer-timeout overrides it; 0 disables (default: 1800000)",
     "loop": "event loop: auto (uvloop when installed), uvloop or asyncio (default: auto)",
+    "flow_high": "ready messages in a queue with consumers above which its publishers are paused (default: 20000)",
+    "flow_low": "ready messages such a queue must drain to before its publishers resume (default: 10000)",
 }
 
 
@@ -57,6 +59,8 @@ METAVARS = {
     "frame_max": "BYTES",
     "max_message_size": "BYTES",
     "consumer_timeout": "MS",
+    "flow_high": "N",
+    "flow_low": "N",
 }
 
 
@@ -201,6 +205,8 @@ VALIDATORS: dict[str, Callable[[Any], str | None]] = {
     "handshake_timeout": _positive,
     "shutdown_timeout": _positive,
     "consumer_timeout": _int_range(0, None),
+    "flow_high": _int_range(1, None),
+    "flow_low": _int_range(0, None),
     "loop": _one_of(LOOP_KINDS),
     "log_level": _one_of(LOG_LEVELS),
     "store": _store_url,
@@ -257,6 +263,10 @@ def _resolve(argv: Sequence[str] | None, environ: Mapping[str, str] | None) -> I
             raise ConfigError(f"{source} {problem}")
         values[name] = value
 
+    defaults = Config()
+    flow_high = values.get("flow_high", defaults.flow_high)
+    if values.get("flow_low", defaults.flow_low) >= flow_high:
+        raise ConfigError(f"flow_low must be below flow_high ({flow_high})")
     check_timeout = _coerce(args.check_timeout, float, "--check-timeout")
     if _positive(check_timeout) is not None:
         raise ConfigError(f"--check-timeout must be greater than 0, got {check_timeout}")

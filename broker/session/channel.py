@@ -7,8 +7,6 @@ connection's single write at the end of the read.
 
 from __future__ import annotations
 
-import base64
-import os
 from collections import deque
 from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any
@@ -16,13 +14,14 @@ from typing import TYPE_CHECKING, Any
 from pamqp import commands
 from pamqp.base import Frame
 
-from broker.durability.persistence import store_message
-from broker.features.publish_extras import EXTRA_FLAGS, route_extras, route_reply
-from broker.features.reply_to import REPLY_TO, consume_queue
+from broker.durability.messages import store_message
+from broker.features import reply_to
+from broker.features.publish_extras import EXTRA_FLAGS, route_extras
 from broker.model.arguments import validate_expiration
 from broker.model.message import Message
-from broker.model.queue.queue import FLOW_HIGH, Entry, Queue
+from broker.model.queue import Entry, Queue
 from broker.session import consumer_timeout
+from broker.session.consumer import ChannelConsumer, new_consumer_tag
 from protocol import fastcodec
 from protocol.errors import (
     ACCESS_REFUSED,
@@ -44,67 +43,6 @@ class _DeclareOk(commands.Queue.DeclareOk):
 
     def validate(self) -> None:
         pass
-
-
-def _consumer_tag() -> str:
-    return "amq.ctag-" + base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
-
-
-class ChannelConsumer:
-    """A basic.consume subscription; implements the queue's Consumer interface."""
-
-    __slots__ = (
-        "arguments",
-        "channel",
-        "exclusive",
-        "no_ack",
-        "parked",
-        "prefetch",
-        "priority",
-        "queue",
-        "tag",
-        "tag_b",
-        "unacked",
-    )
-
-    def __init__(
-        self,
-        channel: Channel,
-        tag: str,
-        queue: Queue,
-        no_ack: bool,
-        exclusive: bool,
-        prefetch: int,
-        arguments: dict[str, Any],
-    ) -> None:
-        self.channel = channel
-        self.tag = tag
-        self.tag_b = tag.encode()
-        self.queue = queue
-        self.no_ack = no_ack
-        self.exclusive = exclusive
-        self.prefetch = prefetch  # per-consumer limit (basic.qos global=false), 0 = none
-        self.arguments = arguments
-        prio = arguments.get("x-priority", 0)
-        self.priority = prio if isinstance(prio, int) and not isinstance(prio, bool) else 0
-        self.unacked = 0
-        self.parked = True
-
-    def has_capacity(self) -> bool:
-        ch = self.channel
-        if not ch.deliverable:
-            return False
-        if self.no_ack:
-            return True
-        if self.prefetch and self.unacked >= self.prefetch:
-            return False
-        return not (ch.global_prefetch and ch.unacked_count >= ch.global_prefetch)
-
-    def deliver(self, entry: Entry) -> None:
-        self.channel.deliver(self, entry)
-
-    def cancelled_by_server(self) -> None:
-        self.channel.consumer_cancelled_by_server(self)
 
 
 class Channel:
@@ -135,6 +73,8 @@ class Channel:
         self.tx_publishes: list[tuple[Message, Collection[Queue], bool, int]] = []
         self.tx_acks: list[tuple[int, Entry, int]] = []  # (tag, entry, ACK / REQUEUE / REJECT)
         self.last_queue = ""  # the "most recently declared queue" for empty queue names
+        self.reply_address: str | None = None  # of this channel's direct reply-to queue, while it consumes
+        self.flow_high = conn.server.config.flow_high
         self.closed = False
         consumer_timeout.watch(conn.server)  # its timer finds unacked deliveries: nothing per delivery here
         self._dispatch: dict[type, Callable[[Any], None]] = {
@@ -204,7 +144,7 @@ class Channel:
         # expiration, reply-to, CC/BCC take route_extras (queue-features)
         queues = route_extras(self, vhost, ex, msg, flags, expiration) if flags & EXTRA_FLAGS else vhost.route(ex, msg)
         if not queues and not exchange:
-            queues = route_reply(routing_key)  # direct reply-to addresses (queue-features)
+            queues = reply_to.route(vhost, routing_key)  # direct reply-to addresses
         if self.tx_mode:
             # RabbitMQ routes a transactional publish now and enqueues it at commit: a binding made in between
             # does not change where it goes.
@@ -240,7 +180,7 @@ class Channel:
         for q in queues:
             if q.put(msg):  # refused by x-overflow reject-publish (queue-features)
                 outcome |= _REFUSED
-            if q.consumers and len(q.ready) > FLOW_HIGH:
+            if q.consumers and len(q.ready) > self.flow_high:
                 self.conn.throttle(q)
         return outcome
 
@@ -420,13 +360,13 @@ class Channel:
 
     # ------------------------------------------------------------------ consumers
     def _basic_consume(self, m: commands.Basic.Consume) -> None:
-        reply = m.queue == REPLY_TO  # direct reply-to (queue-features)
+        reply = m.queue == reply_to.REPLY_TO
         q = self._queue(m.queue) if not reply else None
-        tag = m.consumer_tag or _consumer_tag()
+        tag = m.consumer_tag or new_consumer_tag()
         if tag in self.consumers:
             raise ConnectionError_(NOT_ALLOWED, f"attempt to reuse consumer tag '{tag}'", 60, 20)
         if q is None:
-            q = consume_queue(self, bool(m.no_ack))
+            q = reply_to.consume_queue(self.vhost, self, bool(m.no_ack))
         if q.exclusive_consumer is not None or (m.exclusive and q.consumers):
             raise ChannelError(ACCESS_REFUSED, f"queue '{q.name}' in vhost '{self.vhost.name}' in exclusive use")
         consumer = ChannelConsumer(

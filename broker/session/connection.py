@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from pamqp.base import Frame
 
-from broker.model.queue.queue import Queue
+from broker.model.queue import Queue
 from broker.session.channel import Channel
 from protocol.connection import RUNNING, AMQPConnection
 from protocol.errors import NOT_ALLOWED, ConnectionError_
@@ -24,7 +24,7 @@ from protocol.framing import ProtocolHeaderMismatch
 
 if TYPE_CHECKING:
     from broker.model.vhost import VHost
-    from broker.server.server import Server
+    from broker.session.host import SessionHost
 
 log = logging.getLogger("amqpd.connection")
 
@@ -50,7 +50,7 @@ def is_loopback_peer(peername: object) -> bool:
 
 
 class BrokerConnection(asyncio.Protocol):
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: SessionHost) -> None:
         cfg = server.config
         self.server = server
         self.loop = server.loop
@@ -221,9 +221,10 @@ class BrokerConnection(asyncio.Protocol):
         if self in blocked:
             return
         for consumer in queue.consumers:
-            if consumer.channel.conn is self:  # type: ignore[attr-defined]
+            if consumer.session is self:
                 return
         blocked.add(self)
+        queue.flow_low = self.server.config.flow_low
         self._flow_holds += 1
         self.flow_pauses += 1
         self._update_reading()

@@ -29,9 +29,10 @@ from protocol.errors import PRECONDITION_FAILED, ChannelError
 if TYPE_CHECKING:
     import asyncio
 
-    from broker.model.queue.queue import Entry
-    from broker.server.server import Server
-    from broker.session.channel import Channel, ChannelConsumer
+    from broker.model.queue import Entry
+    from broker.session.channel import Channel
+    from broker.session.consumer import ChannelConsumer
+    from broker.session.host import SessionHost
 
 log = logging.getLogger("amqpd.consumer_timeout")
 
@@ -79,7 +80,7 @@ def timeout_text(channel: int, timeout_ms: int) -> str:
 class ConsumerTimeouts:
     """The timer of one server: see the module docstring."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: SessionHost) -> None:
         # Weak: the registry below maps the server to this object, which must not keep the server alive.
         self._server = weakref.ref(server)
         self.default_ms = server.config.consumer_timeout
@@ -202,10 +203,10 @@ class ConsumerTimeouts:
             ch.cancel_timed_out(consumer)
 
 
-_running: weakref.WeakKeyDictionary[Server, ConsumerTimeouts] = weakref.WeakKeyDictionary()
+_running: weakref.WeakKeyDictionary[SessionHost, ConsumerTimeouts] = weakref.WeakKeyDictionary()
 
 
-def watch(server: Server) -> None:
+def watch(server: SessionHost) -> None:
     """Make sure ``server``'s consumer-timeout timer runs (called when a channel opens; it stops by itself once
     the server has no connections left)."""
     timeouts = _running.get(server)

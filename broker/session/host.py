@@ -1,0 +1,54 @@
+"""What the session layer needs from the process that runs it, so that it never imports the server.
+
+The server implements :class:`SessionHost`; a test can implement it with a few attributes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from broker.model.vhost import VHost
+    from broker.session.connection import BrokerConnection
+
+
+class SessionSettings(Protocol):
+    """The settings connections and channels read (the server's Config has them all)."""
+
+    @property
+    def channel_max(self) -> int: ...
+    @property
+    def frame_max(self) -> int: ...
+    @property
+    def heartbeat(self) -> int: ...
+    @property
+    def max_message_size(self) -> int: ...
+    @property
+    def handshake_timeout(self) -> float: ...
+    @property
+    def consumer_timeout(self) -> int: ...
+    @property
+    def flow_high(self) -> int:
+        """Ready messages in a consumed queue above which its publishers are paused."""
+        ...
+
+    @property
+    def flow_low(self) -> int:
+        """...and the count it must drain to before they are read again."""
+        ...
+
+
+class SessionHost(Protocol):
+    @property
+    def config(self) -> SessionSettings: ...
+    @property
+    def version(self) -> str: ...
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop: ...
+    @property
+    def vhosts(self) -> dict[str, VHost]: ...
+    @property
+    def connections(self) -> set[BrokerConnection]: ...
+
+    def authenticate(self, username: str, password: str, from_loopback: bool) -> bool: ...
