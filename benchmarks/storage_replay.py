@@ -35,7 +35,7 @@ def _rss_kib() -> int:
 async def fill(data_dir: str, messages: int, body_size: int, batch_size: int) -> dict[str, float]:
     store = EmbeddedStore(data_dir)
     await store.open()
-    await store.commit(Batch(definitions=[QueueRecord("bench", True, False, {})]))
+    await store.commit(Batch(definitions=[QueueRecord("/", "bench", True, False, {})]))
     body = b"x" * body_size
     started = time.perf_counter()
     for first in range(1, messages + 1, batch_size):
@@ -43,7 +43,7 @@ async def fill(data_dir: str, messages: int, body_size: int, batch_size: int) ->
         await store.commit(
             Batch(
                 messages=[MessageRecord(i, "amq.direct", "bench", PROPS, body, 1_700_000_000_000) for i in ids],
-                enqueues=[Enqueue("bench", i) for i in ids],
+                enqueues=[Enqueue("/", "bench", i) for i in ids],
             )
         )
     write_s = time.perf_counter() - started
@@ -54,11 +54,11 @@ async def fill(data_dir: str, messages: int, body_size: int, batch_size: int) ->
         await store.commit(
             Batch(
                 messages=[MessageRecord(i, "", "bench", PROPS, body, 0)],
-                enqueues=[Enqueue("bench", i)],
+                enqueues=[Enqueue("/", "bench", i)],
             )
         )
     single_s = time.perf_counter() - started
-    await store.commit(Batch(removals=[Remove("bench", i) for i in range(messages + 1, messages + 1 + single)]))
+    await store.commit(Batch(removals=[Remove("/", "bench", i) for i in range(messages + 1, messages + 1 + single)]))
     await store.close()
     return {
         "write_seconds": round(write_s, 2),

@@ -16,9 +16,12 @@ from storage.base import (
     QueueDelete,
     QueueRecord,
     Remove,
+    ScopedName,
     Snapshot,
     StorageError,
     Store,
+    VHostDelete,
+    VHostRecord,
 )
 from storage.committer import GroupCommitter
 
@@ -60,8 +63,11 @@ __all__ = [
     "QueueDelete",
     "QueueRecord",
     "Remove",
+    "ScopedName",
     "Snapshot",
     "StorageError",
     "Store",
+    "VHostDelete",
+    "VHostRecord",
     "open_store",
 ]

@@ -45,6 +45,7 @@ class MessageRecord:
 
 @dataclass(frozen=True, slots=True)
 class Enqueue:
+    vhost: str
     queue: str
     msg_id: int
 
@@ -53,6 +54,7 @@ class Enqueue:
 class Remove:
     """The message left the queue for good (ack, reject/nack without requeue, expiry, purge)."""
 
+    vhost: str
     queue: str
     msg_id: int
 
@@ -61,12 +63,32 @@ class Remove:
 class DeliveredMark:
     """Optional, written lazily: after recovery the message comes back with redelivered=True."""
 
+    vhost: str
     queue: str
     msg_id: int
 
 
 @dataclass(frozen=True, slots=True)
+class VHostRecord:
+    """A durable virtual host. Declaring it again replaces its metadata and keeps what is stored under it.
+
+    The store does not insist on it: definitions and messages may be stored under a vhost that has no
+    VHostRecord (data from before vhosts were stored is all in "/", with no record for "/")."""
+
+    name: str
+    metadata: FieldTable  # description, tags, default queue type, ...
+
+
+@dataclass(frozen=True, slots=True)
+class VHostDelete:
+    """Deleting a vhost deletes everything stored under it: exchanges, queues, bindings and enqueues."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
 class ExchangeRecord:
+    vhost: str
     name: str
     type: str
     durable: bool
@@ -79,11 +101,13 @@ class ExchangeRecord:
 class ExchangeDelete:
     """Deleting an exchange also deletes every binding that has it as source or destination."""
 
+    vhost: str
     name: str
 
 
 @dataclass(frozen=True, slots=True)
 class QueueRecord:
+    vhost: str
     name: str
     durable: bool
     auto_delete: bool
@@ -94,11 +118,15 @@ class QueueRecord:
 class QueueDelete:
     """Deleting a queue drops its stored messages and every binding that has it as destination."""
 
+    vhost: str
     name: str
 
 
 @dataclass(frozen=True, slots=True)
 class BindingRecord:
+    """Source and destination are in `vhost` (AMQP never binds across vhosts)."""
+
+    vhost: str
     source: str
     destination: str
     destination_is_exchange: bool
@@ -108,8 +136,9 @@ class BindingRecord:
 
 @dataclass(frozen=True, slots=True)
 class BindingDelete:
-    """Identifies a binding the way AMQP does: source, destination, routing key and arguments."""
+    """Identifies a binding the way AMQP does: vhost, source, destination, routing key and arguments."""
 
+    vhost: str
     source: str
     destination: str
     destination_is_exchange: bool
@@ -117,7 +146,17 @@ class BindingDelete:
     arguments: FieldTable
 
 
-Definition: TypeAlias = ExchangeRecord | ExchangeDelete | QueueRecord | QueueDelete | BindingRecord | BindingDelete
+Definition: TypeAlias = (
+    VHostRecord
+    | VHostDelete
+    | ExchangeRecord
+    | ExchangeDelete
+    | QueueRecord
+    | QueueDelete
+    | BindingRecord
+    | BindingDelete
+)
+ScopedName: TypeAlias = tuple[str, str]  # (vhost, name): the identity of a queue or an exchange
 
 
 @dataclass(slots=True)
@@ -141,16 +180,18 @@ class Batch:
 
 @dataclass(slots=True)
 class Snapshot:
-    """What `Store.open()` recovered. Per-queue lists are in enqueue (= message id) order.
+    """What `Store.open()` recovered. Exchanges, queues and the per-queue maps are keyed (vhost, name).
+    Per-queue lists are in enqueue (= message id) order; every queue has an entry in `messages` and `delivered`.
 
-    A fanned-out message is one shared `MessageRecord` object in each queue's list.
+    A fanned-out message is one shared `MessageRecord` object in each queue's list, across vhosts too.
     """
 
-    exchanges: dict[str, ExchangeRecord] = field(default_factory=dict)
-    queues: dict[str, QueueRecord] = field(default_factory=dict)
+    vhosts: dict[str, VHostRecord] = field(default_factory=dict)
+    exchanges: dict[ScopedName, ExchangeRecord] = field(default_factory=dict)
+    queues: dict[ScopedName, QueueRecord] = field(default_factory=dict)
     bindings: list[BindingRecord] = field(default_factory=list)
-    messages: dict[str, list[MessageRecord]] = field(default_factory=dict)
-    delivered: dict[str, set[int]] = field(default_factory=dict)  # queue -> ids with a DeliveredMark
+    messages: dict[ScopedName, list[MessageRecord]] = field(default_factory=dict)
+    delivered: dict[ScopedName, set[int]] = field(default_factory=dict)  # (vhost, queue) -> ids with a mark
     next_message_id: int = 1
 
 
@@ -178,30 +219,34 @@ class NetBatch:
 
     definitions: list[Definition]
     messages: list[MessageRecord]
-    enqueues: list[tuple[str, int, bool]]  # (queue, message id, delivered)
+    enqueues: list[tuple[str, str, int, bool]]  # (vhost, queue, message id, delivered)
     marks: list[DeliveredMark]
     removals: list[Remove]
 
 
 def net_batch(batch: Batch) -> NetBatch:
     """Drop what need never be written: an enqueue removed in the same batch (and the removal), messages no
-    surviving enqueue refers to; a mark on an enqueue of the same batch becomes the enqueue's delivered flag."""
-    pending: dict[tuple[str, int], bool] = {(e.queue, e.msg_id): False for e in batch.enqueues}
-    marks: list[DeliveredMark] = []
-    for mark in batch.marks:
-        key = (mark.queue, mark.msg_id)
-        if key in pending:
-            pending[key] = True
-        else:
-            marks.append(mark)
+    surviving enqueue refers to, a mark of an enqueue the same batch removes; a mark on an enqueue of the
+    same batch becomes the enqueue's delivered flag."""
+    pending: dict[tuple[str, str, int], bool] = {(e.vhost, e.queue, e.msg_id): False for e in batch.enqueues}
     removals: list[Remove] = []
+    removed: set[tuple[str, str, int]] = set()
     for removal in batch.removals:
-        key = (removal.queue, removal.msg_id)
+        key = (removal.vhost, removal.queue, removal.msg_id)
         if key in pending:
             del pending[key]
         else:
             removals.append(removal)
-    wanted = {msg_id for _queue, msg_id in pending}
+        if batch.marks:
+            removed.add(key)
+    marks: list[DeliveredMark] = []
+    for mark in batch.marks:
+        key = (mark.vhost, mark.queue, mark.msg_id)
+        if key in pending:
+            pending[key] = True
+        elif key not in removed:
+            marks.append(mark)
+    wanted = {msg_id for _vhost, _queue, msg_id in pending}
     messages = [m for m in batch.messages if m.msg_id in wanted]
-    enqueues = [(queue, msg_id, delivered) for (queue, msg_id), delivered in pending.items()]
+    enqueues = [(vhost, queue, msg_id, delivered) for (vhost, queue, msg_id), delivered in pending.items()]
     return NetBatch(list(batch.definitions), messages, enqueues, marks, removals)

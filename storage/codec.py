@@ -22,6 +22,8 @@ from storage.base import (
     FieldValue,
     QueueDelete,
     QueueRecord,
+    VHostDelete,
+    VHostRecord,
 )
 
 _U32 = struct.Struct("<I")
@@ -173,8 +175,11 @@ def decode_table(reader: Reader) -> FieldTable:
     return value
 
 
-# Definition records: one tag byte, then the fields in declaration order.
-_EXCHANGE, _EXCHANGE_DELETE, _QUEUE, _QUEUE_DELETE, _BINDING, _BINDING_DELETE = b"XxQqBb"
+# Definition records: one tag byte, then (from version 2 on) the vhost, then the fields in declaration order.
+# Version 1 (before records carried a vhost) had no vhost field and no vhost records: it decodes into "/".
+DEFINITION_VERSION = 2
+LEGACY_VHOST = "/"
+_EXCHANGE, _EXCHANGE_DELETE, _QUEUE, _QUEUE_DELETE, _BINDING, _BINDING_DELETE, _VHOST, _VHOST_DELETE = b"XxQqBbVv"
 
 
 def _put_flag(out: bytearray, flag: bool) -> None:
@@ -182,8 +187,19 @@ def _put_flag(out: bytearray, flag: bool) -> None:
 
 
 def encode_definition(out: bytearray, record: Definition) -> None:
+    """Always the current version (DEFINITION_VERSION)."""
+    if isinstance(record, VHostRecord):
+        out.append(_VHOST)
+        _put_str(out, record.name)
+        encode_value(out, record.metadata)
+        return
+    if isinstance(record, VHostDelete):
+        out.append(_VHOST_DELETE)
+        _put_str(out, record.name)
+        return
     if isinstance(record, ExchangeRecord):
         out.append(_EXCHANGE)
+        _put_str(out, record.vhost)
         _put_str(out, record.name)
         _put_str(out, record.type)
         for flag in (record.durable, record.auto_delete, record.internal):
@@ -191,18 +207,22 @@ def encode_definition(out: bytearray, record: Definition) -> None:
         encode_value(out, record.arguments)
     elif isinstance(record, ExchangeDelete):
         out.append(_EXCHANGE_DELETE)
+        _put_str(out, record.vhost)
         _put_str(out, record.name)
     elif isinstance(record, QueueRecord):
         out.append(_QUEUE)
+        _put_str(out, record.vhost)
         _put_str(out, record.name)
         _put_flag(out, record.durable)
         _put_flag(out, record.auto_delete)
         encode_value(out, record.arguments)
     elif isinstance(record, QueueDelete):
         out.append(_QUEUE_DELETE)
+        _put_str(out, record.vhost)
         _put_str(out, record.name)
     else:
         out.append(_BINDING if isinstance(record, BindingRecord) else _BINDING_DELETE)
+        _put_str(out, record.vhost)
         _put_str(out, record.source)
         _put_str(out, record.destination)
         _put_flag(out, record.destination_is_exchange)
@@ -210,26 +230,37 @@ def encode_definition(out: bytearray, record: Definition) -> None:
         encode_value(out, record.arguments)
 
 
-def decode_definition(reader: Reader) -> Definition:
+def decode_definition(reader: Reader, version: int = DEFINITION_VERSION) -> Definition:
+    """`version` is the format the bytes were written in; version 1 records come back in vhost "/"."""
     tag = reader.take(1)[0]
+    if version == DEFINITION_VERSION:
+        if tag == _VHOST:
+            return VHostRecord(reader.string(), decode_table(reader))
+        if tag == _VHOST_DELETE:
+            return VHostDelete(reader.string())
+        vhost = reader.string()
+    elif version == 1:
+        vhost = LEGACY_VHOST
+    else:
+        raise CodecError(f"unknown definition format version {version}")
     if tag == _EXCHANGE:
         name, kind = reader.string(), reader.string()
         durable, auto_delete, internal = reader.boolean(), reader.boolean(), reader.boolean()
-        return ExchangeRecord(name, kind, durable, auto_delete, internal, decode_table(reader))
+        return ExchangeRecord(vhost, name, kind, durable, auto_delete, internal, decode_table(reader))
     if tag == _EXCHANGE_DELETE:
-        return ExchangeDelete(reader.string())
+        return ExchangeDelete(vhost, reader.string())
     if tag == _QUEUE:
         name = reader.string()
         durable, auto_delete = reader.boolean(), reader.boolean()
-        return QueueRecord(name, durable, auto_delete, decode_table(reader))
+        return QueueRecord(vhost, name, durable, auto_delete, decode_table(reader))
     if tag == _QUEUE_DELETE:
-        return QueueDelete(reader.string())
+        return QueueDelete(vhost, reader.string())
     if tag in (_BINDING, _BINDING_DELETE):
         source, destination = reader.string(), reader.string()
         to_exchange, routing_key = reader.boolean(), reader.string()
         arguments = decode_table(reader)
         cls = BindingRecord if tag == _BINDING else BindingDelete
-        return cls(source, destination, to_exchange, routing_key, arguments)
+        return cls(vhost, source, destination, to_exchange, routing_key, arguments)
     raise CodecError(f"unknown definition tag {tag}")
 
 

@@ -22,6 +22,7 @@ from storage.base import (
     Remove,
     StorageError,
     Store,
+    VHostDelete,
 )
 
 log = logging.getLogger("amqpd.storage")
@@ -38,7 +39,7 @@ class _Pending:
         self.definitions: list[Definition] = []
         self.messages: dict[int, MessageRecord] = {}
         self.msg_refs: dict[int, int] = {}
-        self.enqueues: dict[tuple[str, int], None] = {}
+        self.enqueues: dict[tuple[str, str, int], None] = {}  # (vhost, queue, message id)
         self.marks: list[DeliveredMark] = []
         self.removals: list[Remove] = []
         self.callbacks: list[Callable[[], None]] = []
@@ -54,7 +55,7 @@ class _Pending:
         return Batch(
             definitions=self.definitions,
             messages=[m for i, m in self.messages.items() if self.msg_refs.get(i)],
-            enqueues=[Enqueue(q, i) for q, i in self.enqueues],
+            enqueues=[Enqueue(v, q, i) for v, q, i in self.enqueues],
             marks=self.marks,
             removals=self.removals,
         )
@@ -97,17 +98,17 @@ class GroupCommitter:
             pending.messages[record.msg_id] = record
             self._grow(len(record.body) + len(record.properties) + len(record.routing_key) + len(record.exchange))
 
-    def add_enqueue(self, queue: str, msg_id: int) -> None:
+    def add_enqueue(self, vhost: str, queue: str, msg_id: int) -> None:
         pending = self._pending
-        key = (queue, msg_id)
+        key = (vhost, queue, msg_id)
         if key not in pending.enqueues:
             pending.enqueues[key] = None
             pending.msg_refs[msg_id] = pending.msg_refs.get(msg_id, 0) + 1
             self._grow(len(queue))
 
-    def add_remove(self, queue: str, msg_id: int) -> None:
+    def add_remove(self, vhost: str, queue: str, msg_id: int) -> None:
         pending = self._pending
-        key = (queue, msg_id)
+        key = (vhost, queue, msg_id)
         if key in pending.enqueues:  # never written: forget both sides
             del pending.enqueues[key]
             refs = pending.msg_refs[msg_id] - 1
@@ -117,12 +118,12 @@ class GroupCommitter:
                 del pending.msg_refs[msg_id]
                 pending.messages.pop(msg_id, None)
             return
-        pending.removals.append(Remove(queue, msg_id))
+        pending.removals.append(Remove(vhost, queue, msg_id))
         self._grow(len(queue))
 
-    def add_mark(self, queue: str, msg_id: int) -> None:
+    def add_mark(self, vhost: str, queue: str, msg_id: int) -> None:
         """Optional: after a restart this message comes back flagged redelivered."""
-        self._pending.marks.append(DeliveredMark(queue, msg_id))
+        self._pending.marks.append(DeliveredMark(vhost, queue, msg_id))
         self._grow(len(queue))
 
     def add_definition(self, record: Definition) -> None:
@@ -130,12 +131,20 @@ class GroupCommitter:
         if isinstance(record, QueueDelete):
             # Enqueues added before the delete die with the queue; dropping them here keeps the batch's
             # "definitions first" order correct even if the queue is declared again in this same batch.
-            for queue, msg_id in [k for k in pending.enqueues if k[0] == record.name]:
-                self.add_remove(queue, msg_id)
-            pending.marks = [m for m in pending.marks if m.queue != record.name]
-            pending.removals = [r for r in pending.removals if r.queue != record.name]
+            vhost, name = record.vhost, record.name
+            self._drop_pending(lambda v, q: v == vhost and q == name)
+        elif isinstance(record, VHostDelete):
+            vhost = record.name
+            self._drop_pending(lambda v, _q: v == vhost)
         pending.definitions.append(record)
         self._grow(64)
+
+    def _drop_pending(self, doomed: Callable[[str, str], bool]) -> None:
+        pending = self._pending
+        for vhost, queue, msg_id in [k for k in pending.enqueues if doomed(k[0], k[1])]:
+            self.add_remove(vhost, queue, msg_id)
+        pending.marks = [m for m in pending.marks if not doomed(m.vhost, m.queue)]
+        pending.removals = [r for r in pending.removals if not doomed(r.vhost, r.queue)]
 
     def on_durable(self, callback: Callable[[], None]) -> None:
         """Run `callback` once everything added so far is durable. Runs at once when nothing is outstanding."""

@@ -1,7 +1,7 @@
-"""Topology state (exchanges, queues, bindings) and how definition records change it.
+"""Topology state (vhosts, exchanges, queues, bindings) and how definition records change it.
 
-Shared by every backend so that cascades (deleting an exchange or a queue drops its bindings) mean the same
-thing everywhere.
+Shared by every backend so that cascades (deleting a vhost drops everything in it; deleting an exchange or a
+queue drops its bindings) mean the same thing everywhere.
 """
 
 from __future__ import annotations
@@ -15,16 +15,22 @@ from storage.base import (
     Definition,
     ExchangeDelete,
     ExchangeRecord,
+    QueueDelete,
     QueueRecord,
+    ScopedName,
     Snapshot,
+    VHostDelete,
+    VHostRecord,
 )
 from storage.codec import encode_table
 
-BindingKey = tuple[str, str, bool, str, bytes]
+# (vhost, source, destination, destination is an exchange, routing key, encoded arguments)
+BindingKey = tuple[str, str, str, bool, str, bytes]
 
 
 def binding_key(record: BindingRecord | BindingDelete) -> BindingKey:
     return (
+        record.vhost,
         record.source,
         record.destination,
         record.destination_is_exchange,
@@ -37,41 +43,62 @@ def binding_key(record: BindingRecord | BindingDelete) -> BindingKey:
 class Touched:
     """Keys whose stored row may have changed; a networked store rewrites exactly these."""
 
-    exchanges: set[str] = field(default_factory=set)
-    queues: set[str] = field(default_factory=set)
+    vhosts: set[str] = field(default_factory=set)
+    exchanges: set[ScopedName] = field(default_factory=set)
+    queues: set[ScopedName] = field(default_factory=set)
     bindings: set[BindingKey] = field(default_factory=set)
 
 
 @dataclass(slots=True)
 class DefinitionsState:
-    exchanges: dict[str, ExchangeRecord] = field(default_factory=dict)
-    queues: dict[str, QueueRecord] = field(default_factory=dict)
+    vhosts: dict[str, VHostRecord] = field(default_factory=dict)
+    exchanges: dict[ScopedName, ExchangeRecord] = field(default_factory=dict)
+    queues: dict[ScopedName, QueueRecord] = field(default_factory=dict)
     bindings: dict[BindingKey, BindingRecord] = field(default_factory=dict)
 
     def apply(self, op: Definition, touched: Touched | None = None) -> None:
         touched = touched if touched is not None else Touched()
         if isinstance(op, ExchangeRecord):
-            self.exchanges[op.name] = op
-            touched.exchanges.add(op.name)
+            key = (op.vhost, op.name)
+            self.exchanges[key] = op
+            touched.exchanges.add(key)
         elif isinstance(op, QueueRecord):
-            self.queues[op.name] = op
-            touched.queues.add(op.name)
+            key = (op.vhost, op.name)
+            self.queues[key] = op
+            touched.queues.add(key)
         elif isinstance(op, BindingRecord):
-            key = binding_key(op)
-            self.bindings[key] = op
-            touched.bindings.add(key)
+            bkey = binding_key(op)
+            self.bindings[bkey] = op
+            touched.bindings.add(bkey)
         elif isinstance(op, BindingDelete):
-            key = binding_key(op)
-            self.bindings.pop(key, None)
-            touched.bindings.add(key)
+            bkey = binding_key(op)
+            self.bindings.pop(bkey, None)
+            touched.bindings.add(bkey)
         elif isinstance(op, ExchangeDelete):
-            self.exchanges.pop(op.name, None)
-            touched.exchanges.add(op.name)
-            self._drop_bindings(touched, lambda k: k[0] == op.name or (k[2] and k[1] == op.name))
+            vhost, name = key = (op.vhost, op.name)
+            self.exchanges.pop(key, None)
+            touched.exchanges.add(key)
+            self._drop_bindings(touched, lambda k: k[0] == vhost and (k[1] == name or (k[3] and k[2] == name)))
+        elif isinstance(op, QueueDelete):
+            vhost, name = key = (op.vhost, op.name)
+            self.queues.pop(key, None)
+            touched.queues.add(key)
+            self._drop_bindings(touched, lambda k: k[0] == vhost and not k[3] and k[2] == name)
+        elif isinstance(op, VHostRecord):
+            self.vhosts[op.name] = op
+            touched.vhosts.add(op.name)
         else:
-            self.queues.pop(op.name, None)
-            touched.queues.add(op.name)
-            self._drop_bindings(touched, lambda k: not k[2] and k[1] == op.name)
+            self._drop_vhost(op, touched)
+
+    def _drop_vhost(self, op: VHostDelete, touched: Touched) -> None:
+        vhost = op.name
+        self.vhosts.pop(vhost, None)
+        touched.vhosts.add(vhost)
+        for table, seen in ((self.exchanges, touched.exchanges), (self.queues, touched.queues)):
+            for key in [k for k in table if k[0] == vhost]:
+                del table[key]
+                seen.add(key)
+        self._drop_bindings(touched, lambda k: k[0] == vhost)
 
     def _drop_bindings(self, touched: Touched, doomed: Callable[[BindingKey], bool]) -> None:
         for key in [k for k in self.bindings if doomed(k)]:
@@ -81,12 +108,14 @@ class DefinitionsState:
     def records(self) -> list[Definition]:
         """Everything needed to rebuild this state from nothing, in an order that replays cleanly."""
         out: list[Definition] = []
+        out.extend(self.vhosts.values())
         out.extend(self.exchanges.values())
         out.extend(self.queues.values())
         out.extend(self.bindings.values())
         return out
 
     def fill(self, snapshot: Snapshot) -> None:
+        snapshot.vhosts = dict(self.vhosts)
         snapshot.exchanges = dict(self.exchanges)
         snapshot.queues = dict(self.queues)
         snapshot.bindings = list(self.bindings.values())

@@ -28,8 +28,10 @@ from storage.base import (
     MessageRecord,
     QueueDelete,
     QueueRecord,
+    ScopedName,
     Snapshot,
     StorageError,
+    VHostDelete,
     net_batch,
 )
 from storage.codec import CodecError
@@ -89,7 +91,7 @@ class EmbeddedStore:
         self._head: _Head | None = None
         self._failed: BaseException | None = None
         self._defs = DefinitionsState()
-        self._inc_of: dict[str, int] = {}
+        self._inc_of: dict[ScopedName, int] = {}  # (vhost, queue) -> its current incarnation
         self._next_inc = 1
         self._max_msg_id = 0
         # inc -> msg id -> segment of the enqueue record
@@ -204,7 +206,7 @@ class EmbeddedStore:
         self._seg_defs = {head.seq}
 
     def _incarnation_for(self, record: Definition) -> int:
-        return self._inc_of[record.name] if isinstance(record, QueueRecord) else 0
+        return self._inc_of[(record.vhost, record.name)] if isinstance(record, QueueRecord) else 0
 
     def _roll(self) -> None:
         old = self._head
@@ -232,8 +234,9 @@ class EmbeddedStore:
         self._fresh = fresh = {m.msg_id: seg for m in net.messages if m.msg_id not in self._msgs}
         if fresh:
             self._max_msg_id = max(self._max_msg_id, max(fresh))
-        for queue, msg_id, delivered in net.enqueues:
-            inc = self._inc_of.get(queue)
+        inc_of = self._inc_of
+        for vhost, queue, msg_id, delivered in net.enqueues:
+            inc = inc_of.get((vhost, queue))
             if inc is not None and self._enqueue(inc, msg_id, delivered, seg):
                 entry.enqueues.append((inc, msg_id, delivered))
         self._fresh = {}
@@ -244,11 +247,11 @@ class EmbeddedStore:
                 self._seg_items[seg] += 1
                 del fresh[msg.msg_id]
         for mark in net.marks:
-            inc = self._inc_of.get(mark.queue)
+            inc = inc_of.get((mark.vhost, mark.queue))
             if inc is not None and self._mark(inc, mark.msg_id, seg):
                 entry.marks.append((inc, mark.msg_id))
         for removal in net.removals:
-            inc = self._inc_of.get(removal.queue)
+            inc = inc_of.get((removal.vhost, removal.queue))
             if inc is not None and self._remove(inc, removal.msg_id, seg):
                 entry.removals.append((inc, removal.msg_id))
         if not entry.definitions and not entry.item_count():
@@ -263,7 +266,8 @@ class EmbeddedStore:
         """Returns the queue incarnation the record carries (0 when not a queue declaration)."""
         inc = 0
         if isinstance(op, QueueRecord):
-            current = self._inc_of.get(op.name)
+            key = (op.vhost, op.name)
+            current = self._inc_of.get(key)
             if replayed_inc is None:
                 inc = current if current is not None else self._new_incarnation()
             else:
@@ -271,11 +275,14 @@ class EmbeddedStore:
                 if current is not None and current != inc:
                     self._kill_queue(current)  # the delete between them was lost
                 self._next_inc = max(self._next_inc, inc + 1)
-            self._inc_of[op.name] = inc
+            self._inc_of[key] = inc
         elif isinstance(op, QueueDelete):
-            dropped = self._inc_of.pop(op.name, None)
+            dropped = self._inc_of.pop((op.vhost, op.name), None)
             if dropped is not None:
                 self._kill_queue(dropped)
+        elif isinstance(op, VHostDelete):
+            for key in [k for k in self._inc_of if k[0] == op.name]:
+                self._kill_queue(self._inc_of.pop(key))
         self._defs.apply(op)
         return inc
 
@@ -436,7 +443,8 @@ class EmbeddedStore:
         try:
             for index, path in enumerate(paths):
                 self._replay_segment(path, is_last=index == len(paths) - 1)
-            for inc in [i for i in self._live if i not in set(self._inc_of.values())]:
+            current = set(self._inc_of.values())
+            for inc in [i for i in self._live if i not in current]:
                 self._kill_queue(inc)
             snapshot = self._build_snapshot()
         finally:
@@ -545,9 +553,9 @@ class EmbeddedStore:
         assert records is not None
         snapshot = Snapshot(next_message_id=self._max_msg_id + 1)
         self._defs.fill(snapshot)
-        for name, inc in self._inc_of.items():
+        for key, inc in self._inc_of.items():
             ids = sorted(self._live.get(inc, {}))
-            snapshot.messages[name] = [records[i] for i in ids]
+            snapshot.messages[key] = [records[i] for i in ids]
             marks = self._marks.get(inc)
-            snapshot.delivered[name] = set(marks) if marks else set()
+            snapshot.delivered[key] = set(marks) if marks else set()
         return snapshot

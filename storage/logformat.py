@@ -1,16 +1,27 @@
 """The payload of one log record: a whole batch (or a definitions checkpoint), so a batch is all-or-nothing.
 
-    kind u8 (1 batch, 2 checkpoint) | max message id u64 | next queue incarnation u32
-    u32 count, then per definition : incarnation u32 | tagged definition (storage.codec)
+    tag u8 | max message id u64 | next queue incarnation u32
+    u32 count, then per definition : incarnation u32 | tagged definition (storage.codec, its version)
     u32 count, then per message    : id i64 | timestamp ms i64 | len(exchange) u8 | len(routing key) u8
                                      | len(properties) u32 | len(body) u32 | the four byte strings
     u32 count, then per enqueue    : incarnation u32 | message id i64 | flags u8 (1 = delivered)
     u32 count, then per mark       : incarnation u32 | message id i64
     u32 count, then per removal    : incarnation u32 | message id i64
 
-Queues are named by an incarnation number, not by name, so messages of a deleted queue can never come
-back into a later queue of the same name. Every record repeats the highest message id and incarnation
-number handed out so far, so neither is ever reused even after the records that used them are reclaimed.
+The tag says what the record is and which format version wrote it:
+
+    1 batch, version 1  |  2 checkpoint, version 1   (read only: before records carried a vhost)
+    3 batch, version 2  |  4 checkpoint, version 2   (written now)
+
+The versions differ only in the definitions: from version 2 on each one carries its vhost, and vhosts
+themselves are definitions. Version 1 definitions decode into vhost "/". A log may mix versions (the first
+records written after an upgrade go into the old head segment); compaction rewrites in the current version.
+
+Queues are named by an incarnation number, not by (vhost, name), so messages of a deleted queue can never
+come back into a later queue of the same name. Incarnations are unique across vhosts, which is why enqueues,
+marks and removals did not change between versions. Every record repeats the highest message id and
+incarnation number handed out so far, so neither is ever reused even after the records that used them are
+reclaimed.
 """
 
 from __future__ import annotations
@@ -19,10 +30,14 @@ import struct
 from dataclasses import dataclass, field
 
 from storage.base import Definition, MessageRecord
-from storage.codec import Reader, decode_definition, encode_definition
+from storage.codec import DEFINITION_VERSION, CodecError, Reader, decode_definition, encode_definition
 
 KIND_BATCH = 1
 KIND_CHECKPOINT = 2
+FORMAT_VERSION = DEFINITION_VERSION
+# tag byte -> (kind, format version), and back for writing the current version
+_TAGS = {1: (KIND_BATCH, 1), 2: (KIND_CHECKPOINT, 1), 3: (KIND_BATCH, 2), 4: (KIND_CHECKPOINT, 2)}
+_TAG_OF = {kind: tag for tag, (kind, version) in _TAGS.items() if version == FORMAT_VERSION}
 
 _HEAD = struct.Struct("<BqI")
 _COUNT = struct.Struct("<I")
@@ -34,7 +49,7 @@ _DELIVERED = 1
 
 @dataclass(slots=True)
 class LogEntry:
-    kind: int
+    kind: int  # KIND_BATCH or KIND_CHECKPOINT, whatever version the record was written in
     max_msg_id: int
     next_incarnation: int
     definitions: list[tuple[int, Definition]] = field(default_factory=list)
@@ -48,7 +63,8 @@ class LogEntry:
 
 
 def encode_entry(entry: LogEntry) -> bytearray:
-    out = bytearray(_HEAD.pack(entry.kind, entry.max_msg_id, entry.next_incarnation))
+    """Always in the current format version."""
+    out = bytearray(_HEAD.pack(_TAG_OF[entry.kind], entry.max_msg_id, entry.next_incarnation))
     out += _COUNT.pack(len(entry.definitions))
     for incarnation, record in entry.definitions:
         out += _COUNT.pack(incarnation)
@@ -121,12 +137,16 @@ class Interner:
 
 def decode_entry(payload: bytes, interner: Interner) -> LogEntry:
     """Raises CodecError / struct.error / UnicodeDecodeError on malformed input."""
-    kind, max_msg_id, next_incarnation = _HEAD.unpack_from(payload, 0)
+    tag, max_msg_id, next_incarnation = _HEAD.unpack_from(payload, 0)
+    kind_and_version = _TAGS.get(tag)
+    if kind_and_version is None:
+        raise CodecError(f"unknown record tag {tag}")
+    kind, version = kind_and_version
     entry = LogEntry(kind, max_msg_id, next_incarnation)
     reader = Reader(payload, _HEAD.size)
     for _ in range(reader.u32()):
         incarnation = reader.u32()
-        entry.definitions.append((incarnation, decode_definition(reader)))
+        entry.definitions.append((incarnation, decode_definition(reader, version)))
     pos = reader.pos
     (count,) = _COUNT.unpack_from(payload, pos)
     pos += 4

@@ -5,8 +5,13 @@ transaction, so a batch is atomic, and it costs one round trip however many reco
 
 All CTEs of one statement see the same snapshot and must not touch the same row twice, so the batch is first
 reduced in Python: definitions to their net effect per key (computed against the in-memory topology, which is
-small), enqueues/removals/marks through `net_batch`, and marks/removals of queues deleted in the same batch
-dropped (the queue delete removes those rows anyway).
+small), enqueues/removals/marks through `net_batch` (which also drops a mark of an enqueue the batch
+removes), and marks/removals of queues or vhosts deleted in the same batch dropped (the delete removes those
+rows anyway).
+
+Every definition and enqueue row carries its vhost (a column, part of the primary key). Tables written by
+the version before vhosts are migrated on open, in one transaction and idempotently (`_migrate`): their rows
+go to vhost "/".
 
 Message rows are deleted lazily by `maintain()` once no enqueue refers to them; replay joins through the
 enqueues, so an orphan row is never recovered.
@@ -16,41 +21,70 @@ from __future__ import annotations
 
 from typing import Any
 
-from storage.base import Batch, MessageRecord, QueueDelete, Snapshot, StorageError, net_batch
+from storage.base import (
+    Batch,
+    MessageRecord,
+    QueueDelete,
+    ScopedName,
+    Snapshot,
+    StorageError,
+    VHostDelete,
+    net_batch,
+)
 from storage.codec import Reader, decode_definition, encode_definition_bytes, encode_value
 from storage.definitions import BindingKey, DefinitionsState, Touched
 
+SCHEMA_VERSION = 2
+
+# Definition rows: kind V (a vhost; key empty, vhost = its name), X (exchange; key = name), Q (queue; key =
+# name) or B (binding; key = _binding_db_key). `record` is the whole record (storage.codec, current version).
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS amqpd_definitions (
-    kind text NOT NULL, key bytea NOT NULL, record bytea NOT NULL, PRIMARY KEY (kind, key));
+    vhost text NOT NULL, kind text NOT NULL, key bytea NOT NULL, record bytea NOT NULL,
+    PRIMARY KEY (vhost, kind, key));
 CREATE TABLE IF NOT EXISTS amqpd_messages (
     id bigint PRIMARY KEY, exchange text NOT NULL, routing_key text NOT NULL,
     properties bytea NOT NULL, body bytea NOT NULL, timestamp_ms bigint NOT NULL);
 CREATE TABLE IF NOT EXISTS amqpd_enqueues (
-    queue text NOT NULL, msg_id bigint NOT NULL, delivered boolean NOT NULL, PRIMARY KEY (queue, msg_id));
+    vhost text NOT NULL, queue text NOT NULL, msg_id bigint NOT NULL, delivered boolean NOT NULL,
+    PRIMARY KEY (vhost, queue, msg_id));
 CREATE INDEX IF NOT EXISTS amqpd_enqueues_msg ON amqpd_enqueues (msg_id);
 CREATE TABLE IF NOT EXISTS amqpd_meta (k text PRIMARY KEY, v bigint NOT NULL);
 """
 
+# Serialises concurrent opens of one database, so two processes never migrate at once.
+_MIGRATION_LOCK = 0x616D717064  # "amqpd"
+
+# Columns are always named: a migrated table has `vhost` last, a fresh one has it first.
 _COMMIT = """
 WITH
-d_del AS (DELETE FROM amqpd_definitions d USING unnest($1::text[], $2::bytea[]) AS x(kind, key)
-          WHERE d.kind = x.kind AND d.key = x.key),
-d_put AS (INSERT INTO amqpd_definitions SELECT * FROM unnest($3::text[], $4::bytea[], $5::bytea[])
-          ON CONFLICT (kind, key) DO UPDATE SET record = EXCLUDED.record),
-q_del AS (DELETE FROM amqpd_enqueues WHERE queue = ANY($6::text[])),
-m_put AS (INSERT INTO amqpd_messages
-          SELECT * FROM unnest($7::bigint[], $8::text[], $9::text[], $10::bytea[], $11::bytea[], $12::bigint[])
+d_del AS (DELETE FROM amqpd_definitions d USING unnest($1::text[], $2::text[], $3::bytea[]) AS x(vhost, kind, key)
+          WHERE d.vhost = x.vhost AND d.kind = x.kind AND d.key = x.key),
+d_put AS (INSERT INTO amqpd_definitions (vhost, kind, key, record)
+          SELECT * FROM unnest($4::text[], $5::text[], $6::bytea[], $7::bytea[])
+          ON CONFLICT (vhost, kind, key) DO UPDATE SET record = EXCLUDED.record),
+v_del AS (DELETE FROM amqpd_enqueues WHERE vhost = ANY($8::text[])),
+q_del AS (DELETE FROM amqpd_enqueues e USING unnest($9::text[], $10::text[]) AS x(vhost, queue)
+          WHERE e.vhost = x.vhost AND e.queue = x.queue),
+m_put AS (INSERT INTO amqpd_messages (id, exchange, routing_key, properties, body, timestamp_ms)
+          SELECT * FROM unnest($11::bigint[], $12::text[], $13::text[], $14::bytea[], $15::bytea[], $16::bigint[])
           ON CONFLICT (id) DO NOTHING),
-e_put AS (INSERT INTO amqpd_enqueues SELECT * FROM unnest($13::text[], $14::bigint[], $15::boolean[])
-          ON CONFLICT (queue, msg_id) DO NOTHING),
-e_mark AS (UPDATE amqpd_enqueues e SET delivered = true FROM unnest($16::text[], $17::bigint[]) AS x(q, i)
-           WHERE e.queue = x.q AND e.msg_id = x.i),
-e_del AS (DELETE FROM amqpd_enqueues e USING unnest($18::text[], $19::bigint[]) AS x(q, i)
-          WHERE e.queue = x.q AND e.msg_id = x.i),
-meta AS (INSERT INTO amqpd_meta VALUES ('max_msg_id', $20::bigint)
+e_put AS (INSERT INTO amqpd_enqueues (vhost, queue, msg_id, delivered)
+          SELECT * FROM unnest($17::text[], $18::text[], $19::bigint[], $20::boolean[])
+          ON CONFLICT (vhost, queue, msg_id) DO NOTHING),
+e_mark AS (UPDATE amqpd_enqueues e SET delivered = true
+           FROM unnest($21::text[], $22::text[], $23::bigint[]) AS x(v, q, i)
+           WHERE e.vhost = x.v AND e.queue = x.q AND e.msg_id = x.i),
+e_del AS (DELETE FROM amqpd_enqueues e USING unnest($24::text[], $25::text[], $26::bigint[]) AS x(v, q, i)
+          WHERE e.vhost = x.v AND e.queue = x.q AND e.msg_id = x.i),
+meta AS (INSERT INTO amqpd_meta VALUES ('max_msg_id', $27::bigint)
          ON CONFLICT (k) DO UPDATE SET v = GREATEST(amqpd_meta.v, EXCLUDED.v))
 SELECT 1
+"""
+
+_DELETE_UNKNOWN_QUEUES = """
+DELETE FROM amqpd_enqueues e WHERE NOT EXISTS (
+    SELECT 1 FROM unnest($1::text[], $2::text[]) AS x(vhost, queue) WHERE x.vhost = e.vhost AND x.queue = e.queue)
 """
 
 _DELETE_ORPHANS = """
@@ -64,9 +98,56 @@ _ORPHAN_SWEEP_LIMIT = 50_000
 
 
 def _binding_db_key(key: BindingKey) -> bytes:
+    """The binding's identity within its vhost (the vhost is a column of its own)."""
     out = bytearray()
-    encode_value(out, [key[0], key[1], key[2], key[3]])
-    return bytes(out) + key[4]
+    encode_value(out, [key[1], key[2], key[3], key[4]])
+    return bytes(out) + key[5]
+
+
+async def _migrate(conn: Any) -> None:
+    """Bring tables written by an older version up to SCHEMA_VERSION. Idempotent; runs in one transaction.
+
+    Version 1 had no vhosts: its definition and enqueue rows all belong to vhost "/", and its definition
+    records are in definition format version 1 (no vhost field), rewritten here in the current format.
+    """
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+    await conn.execute(_SCHEMA)  # tables that do not exist yet are created in the current layout
+    with_vhost = {
+        row["table_name"]
+        for row in await conn.fetch(
+            "SELECT table_name FROM information_schema.columns"
+            " WHERE table_schema = current_schema() AND column_name = 'vhost'"
+            " AND table_name IN ('amqpd_definitions', 'amqpd_enqueues')"
+        )
+    }
+    for table, key in (("amqpd_definitions", "vhost, kind, key"), ("amqpd_enqueues", "vhost, queue, msg_id")):
+        if table in with_vhost:
+            continue
+        await conn.execute(f"ALTER TABLE {table} ADD COLUMN vhost text NOT NULL DEFAULT '/'")
+        pkey = await conn.fetchval(
+            "SELECT conname FROM pg_constraint WHERE conrelid = $1::regclass AND contype = 'p'", table
+        )
+        if pkey is not None:
+            quoted = '"' + str(pkey).replace('"', '""') + '"'
+            await conn.execute(f"ALTER TABLE {table} DROP CONSTRAINT {quoted}")
+        await conn.execute(f"ALTER TABLE {table} ADD PRIMARY KEY ({key})")
+        # The default only filled in the old rows: every new row names its vhost.
+        await conn.execute(f"ALTER TABLE {table} ALTER COLUMN vhost DROP DEFAULT")
+        if table == "amqpd_definitions":
+            rows = await conn.fetch("SELECT kind, key, record FROM amqpd_definitions")
+            await conn.execute(
+                "UPDATE amqpd_definitions d SET record = x.record"
+                " FROM unnest($1::text[], $2::bytea[], $3::bytea[]) AS x(kind, key, record)"
+                " WHERE d.vhost = '/' AND d.kind = x.kind AND d.key = x.key",
+                [row["kind"] for row in rows],
+                [row["key"] for row in rows],
+                [encode_definition_bytes(decode_definition(Reader(bytes(row["record"])), 1)) for row in rows],
+            )
+    await conn.execute(
+        "INSERT INTO amqpd_meta VALUES ('schema_version', $1::bigint)"
+        " ON CONFLICT (k) DO UPDATE SET v = GREATEST(amqpd_meta.v, EXCLUDED.v)",
+        SCHEMA_VERSION,
+    )
 
 
 class PostgresStore:
@@ -87,25 +168,33 @@ class PostgresStore:
         except (OSError, asyncpg.PostgresError) as exc:
             raise StorageError(f"cannot connect to PostgreSQL: {exc}") from exc
         conn = self._conn
-        await conn.execute(_SCHEMA)
-        rows = await conn.fetch("SELECT kind, record FROM amqpd_definitions ORDER BY kind DESC")
-        for row in rows:  # kind X, Q, B sorted descending: exchanges, queues, then bindings
+        async with conn.transaction():
+            await _migrate(conn)
+        rows = await conn.fetch("SELECT record FROM amqpd_definitions")
+        for row in rows:  # only records, no deletes: the order does not matter
             self._defs.apply(decode_definition(Reader(bytes(row["record"]))))
         queues = list(self._defs.queues)
-        await conn.execute("DELETE FROM amqpd_enqueues WHERE queue <> ALL($1::text[])", queues)
+        await conn.execute(_DELETE_UNKNOWN_QUEUES, [q[0] for q in queues], [q[1] for q in queues])
         await conn.execute(_DELETE_ORPHANS, 2**62)
         snapshot = Snapshot()
         self._defs.fill(snapshot)
-        for name in queues:
-            snapshot.messages[name] = []
-            snapshot.delivered[name] = set()
+        for key in queues:
+            snapshot.messages[key] = []
+            snapshot.delivered[key] = set()
         records: dict[int, MessageRecord] = {}
 
         rows = await conn.fetch(
-            "SELECT e.queue, e.delivered, m.* FROM amqpd_enqueues e JOIN amqpd_messages m ON m.id = e.msg_id"
-            " ORDER BY e.queue, m.id"
+            "SELECT e.vhost, e.queue, e.delivered, m.* FROM amqpd_enqueues e JOIN amqpd_messages m ON m.id = e.msg_id"
+            " ORDER BY e.vhost, e.queue, m.id"
         )
+        vhost = queue = None
+        messages: list[MessageRecord] = []
+        delivered: set[int] = set()
         for row in rows:
+            if row["queue"] != queue or row["vhost"] != vhost:
+                vhost, queue = row["vhost"], row["queue"]
+                key = (vhost, queue)
+                messages, delivered = snapshot.messages[key], snapshot.delivered[key]
             msg_id = row["id"]
             record = records.get(msg_id)
             if record is None:
@@ -117,9 +206,9 @@ class PostgresStore:
                     bytes(row["body"]),
                     row["timestamp_ms"],
                 )
-            snapshot.messages[row["queue"]].append(record)
+            messages.append(record)
             if row["delivered"]:
-                snapshot.delivered[row["queue"]].add(msg_id)
+                delivered.add(msg_id)
         meta = await conn.fetchval("SELECT v FROM amqpd_meta WHERE k = 'max_msg_id'")
         biggest = await conn.fetchval("SELECT max(id) FROM amqpd_messages")
         self._max_msg_id = max(meta or 0, biggest or 0)
@@ -130,53 +219,74 @@ class PostgresStore:
         assert self._conn is not None, "open() first"
         net = net_batch(batch)
         touched = Touched()
-        dropped_queues: set[str] = set()
+        dropped_queues: set[ScopedName] = set()
+        dropped_vhosts: set[str] = set()
         for op in net.definitions:
             if isinstance(op, QueueDelete):
-                dropped_queues.add(op.name)
+                dropped_queues.add((op.vhost, op.name))
+            elif isinstance(op, VHostDelete):
+                dropped_vhosts.add(op.name)
             self._defs.apply(op, touched)
+        # A vhost delete removes its queues' rows already; deleting a row twice in one statement is not allowed.
+        dropped_queues = {q for q in dropped_queues if q[0] not in dropped_vhosts}
+        gone_vhost: list[str] = []
         gone_kind: list[str] = []
         gone_key: list[bytes] = []
+        put_vhost: list[str] = []
         put_kind: list[str] = []
         put_key: list[bytes] = []
         put_record: list[bytes] = []
 
-        def diff(kind: str, key: bytes, current: Any) -> None:
+        def diff(vhost: str, kind: str, key: bytes, current: Any) -> None:
             if current is None:
+                gone_vhost.append(vhost)
                 gone_kind.append(kind)
                 gone_key.append(key)
             else:
+                put_vhost.append(vhost)
                 put_kind.append(kind)
                 put_key.append(key)
                 put_record.append(encode_definition_bytes(current))
 
-        for name in touched.exchanges:
-            diff("X", name.encode(), self._defs.exchanges.get(name))
-        for name in touched.queues:
-            diff("Q", name.encode(), self._defs.queues.get(name))
+        defs = self._defs
+        for name in touched.vhosts:
+            diff(name, "V", b"", defs.vhosts.get(name))
+        for vhost, name in touched.exchanges:
+            diff(vhost, "X", name.encode(), defs.exchanges.get((vhost, name)))
+        for vhost, name in touched.queues:
+            diff(vhost, "Q", name.encode(), defs.queues.get((vhost, name)))
         for bkey in touched.bindings:
-            diff("B", _binding_db_key(bkey), self._defs.bindings.get(bkey))
+            diff(bkey[0], "B", _binding_db_key(bkey), defs.bindings.get(bkey))
 
-        known = self._defs.queues
-        enqueues = [e for e in net.enqueues if e[0] in known]
-        wanted = {msg_id for _q, msg_id, _d in enqueues}
+        known = defs.queues
+        enqueues = [e for e in net.enqueues if (e[0], e[1]) in known]
+        wanted = {e[2] for e in enqueues}
         messages = [m for m in net.messages if m.msg_id in wanted]
-        marks = [m for m in net.marks if m.queue not in dropped_queues]
-        removals = [r for r in net.removals if r.queue not in dropped_queues]
+        marks = net.marks
+        removals = net.removals
+        if dropped_queues or dropped_vhosts:  # their rows are deleted anyway: never touch a row twice
+            marks = [m for m in marks if m.vhost not in dropped_vhosts and (m.vhost, m.queue) not in dropped_queues]
+            removals = [
+                r for r in removals if r.vhost not in dropped_vhosts and (r.vhost, r.queue) not in dropped_queues
+            ]
         if messages:
             self._max_msg_id = max(self._max_msg_id, max(m.msg_id for m in messages))
-        if not (gone_key or put_key or dropped_queues or enqueues or marks or removals):
+        if not (gone_key or put_key or dropped_queues or dropped_vhosts or enqueues or marks or removals):
             return
-        self._removed_since_sweep += len(removals) + len(dropped_queues)
+        self._removed_since_sweep += len(removals) + len(dropped_queues) + len(dropped_vhosts)
         try:
             await self._conn.execute(
                 _COMMIT,
+                gone_vhost,
                 gone_kind,
                 gone_key,
+                put_vhost,
                 put_kind,
                 put_key,
                 put_record,
-                list(dropped_queues),
+                list(dropped_vhosts),
+                [q[0] for q in dropped_queues],
+                [q[1] for q in dropped_queues],
                 [m.msg_id for m in messages],
                 [m.exchange for m in messages],
                 [m.routing_key for m in messages],
@@ -186,8 +296,11 @@ class PostgresStore:
                 [e[0] for e in enqueues],
                 [e[1] for e in enqueues],
                 [e[2] for e in enqueues],
+                [e[3] for e in enqueues],
+                [m.vhost for m in marks],
                 [m.queue for m in marks],
                 [m.msg_id for m in marks],
+                [r.vhost for r in removals],
                 [r.queue for r in removals],
                 [r.msg_id for r in removals],
                 self._max_msg_id,

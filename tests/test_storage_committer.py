@@ -6,7 +6,17 @@ import asyncio
 
 import pytest
 
-from storage import Batch, GroupCommitter, MessageRecord, QueueDelete, QueueRecord, Snapshot, StorageError
+from storage import (
+    Batch,
+    GroupCommitter,
+    MessageRecord,
+    QueueDelete,
+    QueueRecord,
+    Snapshot,
+    StorageError,
+    VHostDelete,
+    VHostRecord,
+)
 
 
 class GatedStore:
@@ -49,10 +59,10 @@ def msg(msg_id: int, size: int = 16) -> MessageRecord:
     return MessageRecord(msg_id, "", "q", b"\x00\x00", b"x" * size, 0)
 
 
-def publish(committer: GroupCommitter, msg_id: int, *queues: str, size: int = 16) -> None:
+def publish(committer: GroupCommitter, msg_id: int, *queues: str, size: int = 16, vhost: str = "/") -> None:
     committer.add_message(msg(msg_id, size))
     for queue in queues:
-        committer.add_enqueue(queue, msg_id)
+        committer.add_enqueue(vhost, queue, msg_id)
 
 
 async def test_callback_fires_only_after_the_batch_is_durable() -> None:
@@ -99,9 +109,9 @@ async def test_enqueue_removed_before_it_is_written_is_never_written() -> None:
     await store.started.wait()
     publish(committer, 2, "a", "b")
     publish(committer, 3, "a")
-    committer.add_remove("a", 2)
-    committer.add_remove("a", 3)
-    committer.add_remove("q", 1)  # already in flight: must be written as a removal
+    committer.add_remove("/", "a", 2)
+    committer.add_remove("/", "a", 3)
+    committer.add_remove("/", "q", 1)  # already in flight: must be written as a removal
     store.gate.set()
     await committer.flush()
     second = store.batches[1]
@@ -114,10 +124,10 @@ async def test_enqueue_removed_before_it_is_written_is_never_written() -> None:
 async def test_queue_delete_drops_that_queues_pending_enqueues() -> None:
     store = GatedStore()
     committer = GroupCommitter(store)
-    committer.add_definition(QueueRecord("q", True, False, {}))
+    committer.add_definition(QueueRecord("/", "q", True, False, {}))
     publish(committer, 1, "q")
-    committer.add_definition(QueueDelete("q"))
-    committer.add_definition(QueueRecord("q", True, False, {}))
+    committer.add_definition(QueueDelete("/", "q"))
+    committer.add_definition(QueueRecord("/", "q", True, False, {}))
     publish(committer, 2, "q")
     await committer.flush()
     enqueued = [(e.queue, e.msg_id) for b in store.batches for e in b.enqueues]
@@ -192,4 +202,76 @@ async def test_idle_committer_lets_the_store_do_upkeep() -> None:
     publish(committer, 2, "q")  # the next commit comes after the upkeep the first one scheduled
     await committer.flush()
     assert store.maintained >= 1
+    await committer.close()
+
+
+async def test_the_same_queue_name_in_two_vhosts_is_two_queues() -> None:
+    store = GatedStore()
+    store.gate.clear()
+    committer = GroupCommitter(store)
+    publish(committer, 1, "q", vhost="a")
+    await store.started.wait()
+    publish(committer, 2, "q", vhost="a")
+    publish(committer, 2, "q", vhost="b")
+    committer.add_remove("b", "q", 2)  # cancels b's pending enqueue only
+    committer.add_remove("b", "q", 1)  # a's enqueue of 1 is in flight; b never had it: written as is
+    committer.add_mark("a", "q", 1)
+    store.gate.set()
+    await committer.flush()
+    second = store.batches[1]
+    assert [(e.vhost, e.queue, e.msg_id) for e in second.enqueues] == [("a", "q", 2)]
+    assert [m.msg_id for m in second.messages] == [2]
+    assert [(r.vhost, r.queue, r.msg_id) for r in second.removals] == [("b", "q", 1)]
+    assert [(m.vhost, m.queue, m.msg_id) for m in second.marks] == [("a", "q", 1)]
+    await committer.close()
+
+
+async def test_queue_delete_drops_pending_work_of_that_vhosts_queue_only() -> None:
+    store = GatedStore()
+    store.gate.clear()
+    committer = GroupCommitter(store)
+    publish(committer, 1, "q", vhost="a")
+    publish(committer, 2, "q", vhost="b")
+    await store.started.wait()
+    publish(committer, 3, "q", vhost="a")
+    publish(committer, 3, "q", vhost="b")
+    committer.add_mark("a", "q", 1)
+    committer.add_mark("b", "q", 2)
+    committer.add_remove("a", "q", 1)
+    committer.add_definition(QueueDelete("a", "q"))
+    store.gate.set()
+    await committer.flush()
+    second = store.batches[1]
+    assert [(e.vhost, e.queue, e.msg_id) for e in second.enqueues] == [("b", "q", 3)]
+    assert [(m.vhost, m.msg_id) for m in second.marks] == [("b", 2)]
+    assert second.removals == []
+    await committer.close()
+
+
+async def test_vhost_delete_drops_that_vhosts_pending_work() -> None:
+    store = GatedStore()
+    store.gate.clear()
+    committer = GroupCommitter(store)
+    committer.add_definition(VHostRecord("a", {}))
+    await store.started.wait()
+    for vhost in ("a", "b"):
+        committer.add_definition(QueueRecord(vhost, "q", True, False, {}))
+        committer.add_definition(QueueRecord(vhost, "r", True, False, {}))
+    publish(committer, 1, "q", "r", vhost="a")
+    publish(committer, 2, "q", vhost="a")
+    publish(committer, 2, "q", vhost="b")
+    committer.add_mark("a", "q", 7)
+    committer.add_remove("a", "r", 8)
+    committer.add_remove("b", "q", 9)
+    committer.add_definition(VHostDelete("a"))
+    committer.add_definition(QueueRecord("a", "q", True, False, {}))
+    publish(committer, 3, "q", vhost="a")
+    store.gate.set()
+    await committer.flush()
+    second = store.batches[1]
+    assert [(e.vhost, e.queue, e.msg_id) for e in second.enqueues] == [("b", "q", 2), ("a", "q", 3)]
+    assert [m.msg_id for m in second.messages] == [2, 3]  # message 1 went nowhere: never written
+    assert second.marks == []
+    assert [(r.vhost, r.queue, r.msg_id) for r in second.removals] == [("b", "q", 9)]
+    assert isinstance(second.definitions[-2], VHostDelete)
     await committer.close()

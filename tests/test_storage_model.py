@@ -1,5 +1,7 @@
 """The embedded store against an in-memory model through random commits, crashes, restarts and compactions.
 
+Queues live in several vhosts, with the same queue names in each, and vhosts are declared and deleted too.
+
 Crashes are simulated on a closed store: a torn tail (the last batch record cut at a random byte) must lose
 exactly that batch; a flipped byte inside an older batch record may lose that batch's effects (its enqueues
 may be missing, its acks may be undone, its marks may be missing) but nothing else.
@@ -17,29 +19,49 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from storage import Batch, DeliveredMark, Enqueue, MessageRecord, QueueDelete, QueueRecord, Remove, Snapshot
+from storage import (
+    Batch,
+    DeliveredMark,
+    Enqueue,
+    MessageRecord,
+    QueueDelete,
+    QueueRecord,
+    Remove,
+    Snapshot,
+    VHostDelete,
+    VHostRecord,
+)
 from storage.embedded import EmbeddedStore
 
-QUEUES = ("a", "b", "c")
-Key = tuple[str, int]
+VHOSTS = ("/", "x", "y")
+QUEUES = tuple((vhost, name) for vhost in VHOSTS for name in ("a", "b"))
+Queue = tuple[str, str]  # (vhost, name)
+Key = tuple[str, str, int]  # (vhost, queue, message id)
 
 
 @dataclass
 class Model:
-    queues: set[str] = field(default_factory=set)
+    queues: set[Queue] = field(default_factory=set)
     enqueued: dict[Key, MessageRecord] = field(default_factory=dict)
     delivered: set[Key] = field(default_factory=set)
+    vhosts: dict[str, VHostRecord] = field(default_factory=dict)
 
     def copy(self) -> Model:
-        return Model(set(self.queues), dict(self.enqueued), set(self.delivered))
+        return Model(set(self.queues), dict(self.enqueued), set(self.delivered), dict(self.vhosts))
+
+    def drop(self, doomed: set[Queue]) -> None:
+        self.queues -= doomed
+        for key in [k for k in self.enqueued if (k[0], k[1]) in doomed]:
+            del self.enqueued[key]
+            self.delivered.discard(key)
 
     @classmethod
     def from_snapshot(cls, snap: Snapshot) -> Model:
-        model = cls(set(snap.queues))
-        for queue, records in snap.messages.items():
+        model = cls(set(snap.queues), vhosts=dict(snap.vhosts))
+        for (vhost, queue), records in snap.messages.items():
             for record in records:
-                model.enqueued[(queue, record.msg_id)] = record
-            model.delivered |= {(queue, i) for i in snap.delivered.get(queue, set())}
+                model.enqueued[(vhost, queue, record.msg_id)] = record
+            model.delivered |= {(vhost, queue, i) for i in snap.delivered.get((vhost, queue), set())}
         return model
 
 
@@ -102,18 +124,28 @@ class StoreMachine(RuleBasedStateMachine):
         else:
             assert after == before, "a commit that wrote nothing changed the model"
 
-    @rule(name=st.sampled_from(QUEUES), delete=st.booleans())
-    def define(self, name: str, delete: bool) -> None:
+    @rule(queue=st.sampled_from(QUEUES), delete=st.booleans())
+    def define(self, queue: Queue, delete: bool) -> None:
+        after = self.model.copy()
+        vhost, name = queue
+        if delete:
+            op: QueueRecord | QueueDelete = QueueDelete(vhost, name)
+            after.drop({queue})
+        else:
+            op = QueueRecord(vhost, name, True, False, {"x-n": len(name)})
+            after.queues.add(queue)
+        self.commit(Batch(definitions=[op]), after, set(), set(), set())
+
+    @rule(vhost=st.sampled_from(VHOSTS), delete=st.booleans(), tag=st.integers(0, 3))
+    def define_vhost(self, vhost: str, delete: bool, tag: int) -> None:
         after = self.model.copy()
         if delete:
-            op: QueueRecord | QueueDelete = QueueDelete(name)
-            after.queues.discard(name)
-            for key in [k for k in after.enqueued if k[0] == name]:
-                del after.enqueued[key]
-                after.delivered.discard(key)
+            op: VHostRecord | VHostDelete = VHostDelete(vhost)
+            after.vhosts.pop(vhost, None)
+            after.drop({q for q in after.queues if q[0] == vhost})
         else:
-            op = QueueRecord(name, True, False, {"x-n": len(name)})
-            after.queues.add(name)
+            op = VHostRecord(vhost, {"description": f"v{tag}", "tags": ["t"] * tag})
+            after.vhosts[vhost] = op
         self.commit(Batch(definitions=[op]), after, set(), set(), set())
 
     @rule(data=st.data())
@@ -128,11 +160,11 @@ class StoreMachine(RuleBasedStateMachine):
             )
             self.next_id += 1
             batch.messages.append(record)
-            for queue in sorted(targets):
-                batch.enqueues.append(Enqueue(queue, record.msg_id))
-                if queue in after.queues:
-                    after.enqueued[(queue, record.msg_id)] = record
-                    added.add((queue, record.msg_id))
+            for vhost, queue in sorted(targets):
+                batch.enqueues.append(Enqueue(vhost, queue, record.msg_id))
+                if (vhost, queue) in after.queues:
+                    after.enqueued[(vhost, queue, record.msg_id)] = record
+                    added.add((vhost, queue, record.msg_id))
         live = sorted(after.enqueued)
         removed: set[Key] = set()
         marked: set[Key] = set()
@@ -200,6 +232,7 @@ class StoreMachine(RuleBasedStateMachine):
         got = Model.from_snapshot(self.reopen())
         truth = self.model
         assert got.queues == truth.queues
+        assert got.vhosts == truth.vhosts
         for key in truth.enqueued:
             assert key in got.enqueued or key in victim.added, f"lost {key} not written by the damaged record"
         for key, record in got.enqueued.items():
@@ -211,7 +244,7 @@ class StoreMachine(RuleBasedStateMachine):
 
     @invariant()
     def model_is_consistent(self) -> None:
-        assert all(k[0] in self.model.queues for k in self.model.enqueued)
+        assert all((k[0], k[1]) in self.model.queues for k in self.model.enqueued)
 
 
 StoreMachine.TestCase.settings = settings(
