@@ -19,4 +19,4 @@ def store_message(committer: GroupCommitter, msg: Message, queues: Iterable[Queu
     props = msg.header[12:]  # the content header minus class id, weight and body size
     committer.add_message(MessageRecord(msg_id, msg.exchange, msg.routing_key, props, msg.body, msg.timestamp_ms))
     for q in queues:
-        committer.add_enqueue(q.name, msg_id)
+        committer.add_enqueue(q.vhost, q.name, msg_id)

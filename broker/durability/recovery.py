@@ -1,8 +1,9 @@
-"""Recovery on start: rebuild a vhost's durable exchanges, queues, bindings and messages from a store snapshot."""
+"""Recovery on start: rebuild the vhosts' durable exchanges, queues, bindings and messages from a store snapshot."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from broker.model.message import Message
 from broker.model.queue import Entry
@@ -12,24 +13,38 @@ from storage import Snapshot
 log = logging.getLogger("amqpd.recovery")
 
 
-def recover(vhost: VHost, snapshot: Snapshot) -> int:
-    """Rebuild durable definitions and messages into ``vhost``. Returns how many messages came back."""
-    for rec in snapshot.exchanges.values():
-        if rec.name in vhost.exchanges:
+def stored_vhosts(snapshot: Snapshot) -> set[str]:
+    """Every vhost the snapshot holds something for (data from before vhost records has none of its own)."""
+    names = set(snapshot.vhosts)
+    names.update(v for v, _name in snapshot.exchanges)
+    names.update(v for v, _name in snapshot.queues)
+    names.update(b.vhost for b in snapshot.bindings)
+    names.update(v for v, _name in snapshot.messages)
+    return names
+
+
+def recover(snapshot: Snapshot, vhost_for: Callable[[str], VHost]) -> int:
+    """Rebuild durable definitions and messages, each into ``vhost_for(its vhost)``. Returns how many messages
+    came back."""
+    for (vname, name), rec in snapshot.exchanges.items():
+        vhost = vhost_for(vname)
+        if name in vhost.exchanges:
             continue
-        if vhost.restore_exchange(rec.name, rec.type, rec.auto_delete, rec.internal, dict(rec.arguments)) is None:
-            log.error("stored exchange %r has unknown type %r: skipped", rec.name, rec.type)
-    for qrec in snapshot.queues.values():
-        vhost.restore_queue(qrec.name, qrec.auto_delete, dict(qrec.arguments))
+        if vhost.restore_exchange(name, rec.type, rec.auto_delete, rec.internal, dict(rec.arguments)) is None:
+            log.error("stored exchange %r in vhost %r has unknown type %r: skipped", name, vname, rec.type)
+    for (vname, name), qrec in snapshot.queues.items():
+        vhost_for(vname).restore_queue(name, qrec.auto_delete, dict(qrec.arguments))
     for b in snapshot.bindings:
-        vhost.restore_binding(b.source, b.destination, b.destination_is_exchange, b.routing_key, dict(b.arguments))
+        vhost_for(b.vhost).restore_binding(
+            b.source, b.destination, b.destination_is_exchange, b.routing_key, dict(b.arguments)
+        )
     count = 0
     shared: dict[int, Message] = {}
-    for qname, records in snapshot.messages.items():
-        target = vhost.queues.get(qname)
+    for key, records in snapshot.messages.items():
+        target = vhost_for(key[0]).queues.get(key[1])
         if target is None:
             continue
-        delivered = snapshot.delivered.get(qname, set())
+        delivered = snapshot.delivered.get(key, set())
         for mrec in records:
             msg = shared.get(mrec.msg_id)
             if msg is None:

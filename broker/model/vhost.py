@@ -64,7 +64,7 @@ class VHost:
         self,
         name: str = "/",
         committer: GroupCommitter | None = None,
-        first_message_id: int = 1,
+        message_ids: Callable[[], int] | None = None,
         *,
         journal: DefinitionsJournal = NO_JOURNAL,
         dead_letterer: DeadLetterer | None = None,
@@ -74,7 +74,8 @@ class VHost:
         self.journal = journal
         self.dead_letterer = dead_letterer  # None: dead-lettered messages are dropped
         self.persisted = False  # set when a definition change was handed to the store; the channel clears it
-        self.next_message_id = itertools.count(first_message_id).__next__
+        # Store ids of persistent messages: unique in the store, so one counter shared by every vhost.
+        self.next_message_id = message_ids if message_ids is not None else itertools.count(1).__next__
         self.exchanges: dict[str, Exchange] = {}
         self.queues: dict[str, Queue] = {}
         self.reply_queues: dict[str, Queue] = {}  # direct reply-to pseudo-queues by address

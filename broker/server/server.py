@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import itertools
 import logging
 import sys
 from importlib.metadata import PackageNotFoundError, version
@@ -17,7 +18,7 @@ from broker.model.vhost import VHost
 from broker.server.config import Config
 from broker.session.connection import BrokerConnection
 from protocol.errors import CONNECTION_FORCED
-from storage import GroupCommitter, Store, open_store
+from storage import GroupCommitter, Store, VHostRecord, open_store
 
 log = logging.getLogger("amqpd")
 
@@ -46,13 +47,20 @@ class Server:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.store: Store | None = None
         self.committer: GroupCommitter | None = None
-        self.vhosts: dict[str, VHost] = {config.default_vhost: self._new_vhost(config.default_vhost)}
+        self._message_ids = itertools.count(1).__next__
+        self.vhosts: dict[str, VHost] = {}
+        self._new_vhost(config.default_vhost)
         self._store_pressure = False
 
-    def _new_vhost(self, name: str, first_message_id: int = 1) -> VHost:
+    def _new_vhost(self, name: str) -> VHost:
         committer = self.committer
-        journal = StoreJournal(committer) if committer is not None else NO_JOURNAL
-        return VHost(name, committer, first_message_id, journal=journal, dead_letterer=dead_letter)
+        journal = StoreJournal(committer, name) if committer is not None else NO_JOURNAL
+        vhost = VHost(name, committer, self._message_ids, journal=journal, dead_letterer=dead_letter)
+        self.vhosts[name] = vhost
+        return vhost
+
+    def _vhost_for(self, name: str) -> VHost:
+        return self.vhosts.get(name) or self._new_vhost(name)
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -79,9 +87,12 @@ class Server:
         self.committer = GroupCommitter(self.store)
         self.committer.set_pressure_callback(self._on_store_pressure)
         self.committer.set_failure_callback(self._on_store_failure)
-        vhost = self._new_vhost(cfg.default_vhost, snapshot.next_message_id)
-        self.vhosts = {cfg.default_vhost: vhost}
-        n = recover(vhost, snapshot)
+        self._message_ids = itertools.count(snapshot.next_message_id).__next__
+        self.vhosts = {}
+        self._new_vhost(cfg.default_vhost)
+        if cfg.default_vhost not in snapshot.vhosts:
+            self.committer.add_definition(VHostRecord(cfg.default_vhost, {}))
+        n = recover(snapshot, self._vhost_for)
         log.info(
             "recovered %d exchanges, %d queues, %d bindings and %d messages from %s in %.2f s",
             len(snapshot.exchanges),

@@ -274,7 +274,7 @@ class Channel:
         if msg_id and entry.delivery_count == 1:
             store = entry.queue.store
             if store is not None:  # so that it comes back redelivered=True after a restart
-                store.add_mark(entry.queue.name, msg_id)
+                store.add_mark(entry.queue.vhost, entry.queue.name, msg_id)
 
     # ------------------------------------------------------------------ acknowledgements (hot)
     def _take(self, tag: int, multiple: bool, method_id: int) -> list[tuple[int, Entry]]:

@@ -288,7 +288,7 @@ class Queue:
         """The entry left this queue for good (acked, dropped, expired): remove it from the store."""
         store = self.store
         if store is not None and entry.msg.msg_id:
-            store.add_remove(self.name, entry.msg.msg_id)
+            store.add_remove(self.vhost, self.name, entry.msg.msg_id)
 
     def restore(self, entry: Entry) -> None:
         """Append an entry recovered from the store (its TTL counts from the stored publish time)."""
