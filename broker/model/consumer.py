@@ -12,8 +12,8 @@ class Session(Protocol):
     """A client connection as the model sees it: an identity (who owns an exclusive queue, whose consumer this
     is) and a publisher that a queue's backlog may pause and later resume."""
 
-    def unthrottle(self) -> None:
-        """The queue that paused this publisher has drained (or gone): it may be read again."""
+    def unthrottle(self, queue: Queue) -> None:
+        """``queue``, which paused this publisher, has drained (or lost its consumers, or gone)."""
         ...
 
 

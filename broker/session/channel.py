@@ -7,7 +7,6 @@ connection's single write at the end of the read.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +20,9 @@ from broker.model.arguments import validate_expiration
 from broker.model.message import Message
 from broker.model.queue import Entry, Queue
 from broker.session import consumer_timeout
+from broker.session.confirms import Confirms
 from broker.session.consumer import ChannelConsumer, new_consumer_tag
+from broker.session.unacked import Unacked
 from protocol import fastcodec
 from protocol.errors import (
     ACCESS_REFUSED,
@@ -53,21 +54,12 @@ class Channel:
         self.vhost = vhost
         self.consumers: dict[str, ChannelConsumer] = {}
         self.delivery_tag = 0
-        self.unacked: dict[int, Entry] = {}
-        self._unacked_order: deque[int] = deque()
-        self.unacked_count = 0
+        self.unacked = Unacked()
         self.consumer_prefetch = 0
         self.global_prefetch = 0
         self.flow_active = True
         self.deliverable = True  # flow_active and the connection's transport is writable
-        self.confirm_mode = False
-        self.publish_seq = 0
-        self.confirm_pending = 0  # highest seq ready to be acked at the next flush
-        self.confirm_sent = 0  # highest seq acked or nacked so far
-        self.wait_upto = 0  # highest seq that waits for the store (persistent, or published behind one that is)
-        self.wait_registered = 0  # highest seq an on_durable callback was registered for
-        self.durable_upto = 0  # highest seq the store has made durable
-        self.nacks: list[int] = []  # seqs refused by a queue (x-overflow reject-publish), nacked at the flush
+        self.confirms: Confirms | None = None  # set by confirm.select
         self.tx_mode = False
         # (message, the queues it was routed to, mandatory, property flags): enqueued at commit
         self.tx_publishes: list[tuple[Message, Collection[Queue], bool, int]] = []
@@ -153,14 +145,9 @@ class Channel:
         outcome = self._enqueue(msg, queues, flags) if queues else 0
         if not queues and mandatory:
             self._return(312, b"NO_ROUTE", msg)
-        if self.confirm_mode:
-            self.publish_seq = seq = self.publish_seq + 1
-            if outcome & _REFUSED:
-                self.nacks.append(seq)
-            if outcome & _STORED or self.wait_upto > self.durable_upto:
-                self.wait_upto = seq  # confirmed once the store batch holding it (and all before it) is durable
-            else:
-                self.confirm_pending = seq
+        confirms = self.confirms
+        if confirms is not None:
+            confirms.publish(bool(outcome & _STORED), bool(outcome & _REFUSED))
             self.conn.want_confirm_flush(self)
 
     def _enqueue(self, msg: Message, queues: Collection[Queue], flags: int) -> int:
@@ -201,42 +188,25 @@ class Channel:
         send(fastcodec.encode_content(self.number, msg.header, msg.body, self.proto.frame_max))
 
     def flush_confirms(self) -> None:
-        if self.wait_upto > self.wait_registered:
+        confirms = self.confirms
+        if confirms is None:
+            return
+        upto = confirms.wait_for_store()
+        if upto:
             committer = self.vhost.committer
             assert committer is not None
-            self.wait_registered = upto_durable = self.wait_upto
-            committer.on_durable(lambda: self._durable(upto_durable))
-        upto = self.confirm_pending
-        if self.nacks and upto > self.confirm_sent:
-            self._flush_with_nacks(upto)
-            return
-        if upto > self.confirm_sent:
-            multiple = upto > self.confirm_sent + 1
-            self.proto.send(fastcodec.encode_ack(self.number, upto, multiple))
-            self.confirm_sent = upto
+            committer.on_durable(lambda: self._durable(upto))
+        confirms.flush(self._send_ack, self._send_nack)
 
-    def _flush_with_nacks(self, upto: int) -> None:
-        """Confirms up to ``upto`` where some publishes were refused (x-overflow reject-publish): acks in
-        ranges, a nack for each refused one (queue-features)."""
-        send = self.proto.send
-        later: list[int] = []
-        for n in self.nacks:
-            if n > upto:
-                later.append(n)
-                continue
-            if n - 1 > self.confirm_sent:
-                send(fastcodec.encode_ack(self.number, n - 1, n - 1 > self.confirm_sent + 1))
-            send(fastcodec.encode_nack(self.number, n, False, False))
-            self.confirm_sent = n
-        if upto > self.confirm_sent:
-            send(fastcodec.encode_ack(self.number, upto, upto > self.confirm_sent + 1))
-            self.confirm_sent = upto
-        self.nacks = later
+    def _send_ack(self, upto: int, multiple: bool) -> None:
+        self.proto.send(fastcodec.encode_ack(self.number, upto, multiple))
+
+    def _send_nack(self, seq: int) -> None:
+        self.proto.send(fastcodec.encode_nack(self.number, seq, False, False))
 
     def _durable(self, upto: int) -> None:
-        self.durable_upto = upto
-        if upto > self.confirm_pending:
-            self.confirm_pending = upto
+        if self.confirms is not None:
+            self.confirms.made_durable(upto)
         if not self.closed:
             self.conn.want_confirm_flush(self)
 
@@ -266,10 +236,8 @@ class Channel:
             self.conn.flush()
 
     def _track_unacked(self, tag: int, entry: Entry, consumer: ChannelConsumer | None) -> None:
-        self.unacked[tag] = entry
-        self._unacked_order.append(tag)
+        self.unacked.add(tag, entry)
         entry.consumer = consumer
-        self.unacked_count += 1
         msg_id = entry.msg.msg_id
         if msg_id and entry.delivery_count == 1:
             store = entry.queue.store
@@ -277,42 +245,15 @@ class Channel:
                 store.add_mark(entry.queue.vhost, entry.queue.name, msg_id)
 
     # ------------------------------------------------------------------ acknowledgements (hot)
-    def _take(self, tag: int, multiple: bool, method_id: int) -> list[tuple[int, Entry]]:
-        """Remove and return the unacked entries an ack/nack/reject with (tag, multiple) settles."""
-        unacked = self.unacked
-        if multiple:
-            if tag != 0 and tag not in unacked:
-                raise ChannelError(PRECONDITION_FAILED, f"unknown delivery tag {tag}", 60, method_id)
-            taken: list[tuple[int, Entry]] = []
-            order = self._unacked_order
-            while order:
-                t = order[0]
-                if tag and t > tag:
-                    break
-                order.popleft()
-                e = unacked.pop(t, None)
-                if e is not None:
-                    taken.append((t, e))
-            return taken
-        e = unacked.pop(tag, None)
-        if e is None:
-            raise ChannelError(PRECONDITION_FAILED, f"unknown delivery tag {tag}", 60, method_id)
-        order = self._unacked_order
-        if order and order[0] == tag:
-            order.popleft()
-        elif len(order) > 2 * len(unacked) + 64:
-            self._unacked_order = deque(unacked)
-        return [(tag, e)]
-
     def ack(self, tag: int, multiple: bool) -> None:
-        taken = self._take(tag, multiple, 80)
+        taken = self.unacked.take(tag, multiple, 80)
         if self.tx_mode:
             self.tx_acks.extend((t, e, ACK) for t, e in taken)
             return
         self._settle(taken, requeue=False)
 
     def nack(self, tag: int, multiple: bool, requeue: bool, method_id: int = 120) -> None:
-        taken = self._take(tag, multiple, method_id)
+        taken = self.unacked.take(tag, multiple, method_id)
         if self.tx_mode:
             self.tx_acks.extend((t, e, REQUEUE if requeue else REJECT) for t, e in taken)
             return
@@ -331,7 +272,7 @@ class Channel:
                 c.unacked -= 1
                 parked = parked or c.parked
                 e.consumer = None
-        self.unacked_count -= len(taken)
+        self.unacked.settled(len(taken))
         if not requeue:
             for _t, e in taken:
                 if e.msg.msg_id:
@@ -398,9 +339,7 @@ class Channel:
             del self.consumers[consumer.tag]
             self.send_method(commands.Basic.Cancel(consumer_tag=consumer.tag, nowait=True))
             consumer.queue.remove_consumer(consumer)  # first, so the requeue below cannot hand them back to it
-        held = [(t, e) for t, e in self.unacked.items() if e.consumer is consumer]
-        for t, _e in held:
-            del self.unacked[t]
+        held = self.unacked.take_where([t for t, e in self.unacked.by_tag.items() if e.consumer is consumer])
         self._settle(held, requeue=True)
 
     def _basic_qos(self, m: commands.Basic.Qos) -> None:
@@ -445,10 +384,7 @@ class Channel:
         self.requeue_all_unacked()
 
     def requeue_all_unacked(self) -> None:
-        taken = list(self.unacked.items())
-        self.unacked.clear()
-        self._unacked_order.clear()
-        self._settle(taken, requeue=True)
+        self._settle(self.unacked.take_all(), requeue=True)
 
     def _channel_flow(self, m: commands.Channel.Flow) -> None:
         # RabbitMQ answers active=false with 540; the spec says pause deliveries to this channel, so we do.
@@ -460,12 +396,13 @@ class Channel:
     def _confirm_select(self, m: commands.Confirm.Select) -> None:
         if self.tx_mode:
             raise ChannelError(PRECONDITION_FAILED, "cannot switch from tx to confirm mode")
-        self.confirm_mode = True
+        if self.confirms is None:
+            self.confirms = Confirms()
         if not m.nowait:
             self.send_method(commands.Confirm.SelectOk())
 
     def _tx_select(self, _m: commands.Tx.Select) -> None:
-        if self.confirm_mode:
+        if self.confirms is not None:
             raise ChannelError(PRECONDITION_FAILED, "cannot switch from confirm to tx mode")
         self.tx_mode = True
         self.send_method(commands.Tx.SelectOk())
@@ -496,10 +433,7 @@ class Channel:
         self.tx_publishes = []
         acks, self.tx_acks = self.tx_acks, []
         # RabbitMQ keeps the messages whose acks were rolled back unacked on the channel.
-        for t, e, _mode in acks:
-            self.unacked[t] = e
-        if acks:
-            self._unacked_order = deque(sorted(self.unacked))
+        self.unacked.restore((t, e) for t, e, _mode in acks)
         self.send_method(commands.Tx.RollbackOk())
 
     # ------------------------------------------------------------------ exchanges
@@ -606,13 +540,9 @@ class Channel:
         for c in consumers:
             c.queue.remove_consumer(c)
         self.tx_publishes = []
-        for t, e, _mode in self.tx_acks:
-            self.unacked[t] = e
+        self.unacked.restore((t, e) for t, e, _mode in self.tx_acks)
         self.tx_acks = []
-        taken = list(self.unacked.items())
-        self.unacked.clear()
-        self._unacked_order.clear()
-        self._settle(taken, requeue=True)
+        self._settle(self.unacked.take_all(), requeue=True)
 
 
 _CHECKED_FLAGS = fastcodec.HAS_USER_ID | fastcodec.HAS_EXPIRATION

@@ -18,6 +18,7 @@ from pamqp.base import Frame
 
 from broker.model.queue import Queue
 from broker.session.channel import Channel
+from broker.session.flow import STORE_BEHIND, FlowControl
 from protocol.connection import RUNNING, AMQPConnection
 from protocol.errors import NOT_ALLOWED, ConnectionError_
 from protocol.framing import ProtocolHeaderMismatch
@@ -84,9 +85,7 @@ class BrokerConnection(asyncio.Protocol):
         self._held: list[bytes] | None = None  # output waiting for the store (see hold_output_until_durable)
         self._holds = 0
         self.reading_paused = False
-        self._store_paused = False
-        self._flow_holds = 0  # queues whose backlog currently holds this publisher back
-        self.flow_pauses = 0  # how often that happened (for tests and diagnostics)
+        self.flow = FlowControl()  # why reading is paused, if it is
 
     # ------------------------------------------------------------------ asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -204,8 +203,8 @@ class BrokerConnection(asyncio.Protocol):
         self.flush()  # then whatever was queued after the hold
 
     def pause_reading_for_store(self, paused: bool) -> None:
-        self._store_paused = paused
-        self._update_reading()
+        if self.flow.add(STORE_BEHIND) if paused else self.flow.discard(STORE_BEHIND):
+            self._update_reading()
 
     def throttle(self, queue: Queue) -> None:
         """Credit flow, RabbitMQ style: stop reading this publisher while ``queue`` has consumers and a backlog
@@ -225,23 +224,26 @@ class BrokerConnection(asyncio.Protocol):
                 return
         blocked.add(self)
         queue.flow_low = self.server.config.flow_low
-        self._flow_holds += 1
-        self.flow_pauses += 1
-        self._update_reading()
-        self.loop.call_later(FLOW_MAX_PAUSE, self._flow_expired, queue)
+        if self.flow.add(queue):
+            self._update_reading()
+            self.loop.call_later(FLOW_MAX_PAUSE, self._flow_expired, queue)
 
     def _flow_expired(self, queue: Queue) -> None:
         blocked = queue.flow_blocked
-        if blocked is not None and self in blocked:
+        if blocked is not None:
             blocked.discard(self)
-            self.unthrottle()
+        self.unthrottle(queue)
 
-    def unthrottle(self) -> None:
-        self._flow_holds -= 1
-        self._update_reading()
+    def unthrottle(self, queue: Queue) -> None:
+        if self.flow.discard(queue):
+            self._update_reading()
+
+    @property
+    def flow_pauses(self) -> int:
+        return self.flow.pauses
 
     def _update_reading(self) -> None:
-        paused = self._store_paused or self._flow_holds > 0
+        paused = self.flow.paused
         transport = self.transport
         if transport is None or paused == self.reading_paused:
             return

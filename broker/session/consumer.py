@@ -65,7 +65,7 @@ class ChannelConsumer:
             return True
         if self.prefetch and self.unacked >= self.prefetch:
             return False
-        return not (ch.global_prefetch and ch.unacked_count >= ch.global_prefetch)
+        return not (ch.global_prefetch and ch.unacked.count >= ch.global_prefetch)
 
     def deliver(self, entry: Entry) -> None:
         self.channel.deliver(self, entry)

@@ -129,7 +129,7 @@ class ConsumerTimeouts:
         self.ages = ages_now
         for ch, ages, floor in suspects:
             if not ch.closed and ch.unacked:
-                ages.forget_below(next(iter(ch.unacked)))
+                ages.forget_below(next(iter(ch.unacked.by_tag)))
                 self._check(ch, ages, now, floor)
         interval = MAX_INTERVAL_MS if shortest is None else min(MAX_INTERVAL_MS, max(MIN_INTERVAL_MS, shortest // 2))
         self.timer = server.loop.call_later(interval / 1000, self.tick)
@@ -144,7 +144,7 @@ class ConsumerTimeouts:
         timeout in play, except a younger delivery of a queue no longer consumed here: that one is caught once
         the walk below reaches it, a little late rather than never."""
         best = self.default_ms or None
-        oldest = next(iter(ch.unacked.values())).queue.consumer_timeout or best
+        oldest = next(iter(ch.unacked.by_tag.values())).queue.consumer_timeout or best
         if oldest and (best is None or oldest < best):
             best = oldest
         for c in ch.consumers.values():
@@ -160,7 +160,7 @@ class ConsumerTimeouts:
         cutoffs = {floor: limit}
         expired: list[tuple[int, Entry, int]] = []
         # unacked is in delivery order (a tx.rollback re-inserts older tags at the end: they are then seen late)
-        for tag, entry in ch.unacked.items():
+        for tag, entry in ch.unacked.by_tag.items():
             if tag > limit:
                 break
             timeout = self._timeout_of(entry)

@@ -220,7 +220,7 @@ class Queue:
         """Resume the publishers this queue's backlog paused (drained, no consumers left, or deleted)."""
         blocked, self.flow_blocked = self.flow_blocked, None
         for session in blocked or ():
-            session.unthrottle()
+            session.unthrottle(self)
 
     def get(self) -> Entry | None:
         """basic.get: the head, if any (expired messages at the head are dropped first)."""
