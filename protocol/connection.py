@@ -14,6 +14,7 @@ handshakes, and turning every :class:`AMQPError` raised by the handler into Chan
 
 from __future__ import annotations
 
+import enum
 import logging
 import platform
 import struct
@@ -25,6 +26,32 @@ from pamqp import frame as pamqp_frame
 from pamqp.base import Frame
 
 from protocol import fastcodec
+from protocol.constants import (
+    BASIC_ACK_ID,
+    BASIC_NACK_ID,
+    BASIC_PUBLISH,
+    BASIC_PUBLISH_ID,
+    BASIC_REJECT_ID,
+    CHANNEL_CLOSE_ID,
+    CHANNEL_CLOSE_OK_ID,
+    CHANNEL_OPEN,
+    CHANNEL_OPEN_ID,
+    CLASS_BASIC,
+    CLASS_CHANNEL,
+    CLASS_CONNECTION,
+    CONNECTION_CLOSE_ID,
+    CONNECTION_CLOSE_OK_ID,
+    CONNECTION_TUNE_OK,
+    CONTENT_HEADER_MIN_SIZE,
+    FRAME_BODY,
+    FRAME_HEADER,
+    FRAME_HEARTBEAT,
+    FRAME_METHOD,
+    FRAME_MIN_SIZE,
+    HEARTBEAT_FRAME,
+    PROTOCOL_HEADER,
+    split_method_id,
+)
 from protocol.errors import (
     ACCESS_REFUSED,
     CHANNEL_ERROR,
@@ -40,39 +67,32 @@ from protocol.errors import (
     ChannelError,
     ConnectionError_,
 )
-from protocol.framing import (
-    FRAME_BODY,
-    FRAME_HEADER,
-    FRAME_METHOD,
-    FRAME_PUBLISH,
-    HEARTBEAT_FRAME,
-    PROTOCOL_HEADER,
-    FrameReader,
-    ProtocolHeaderMismatch,
-    erlang_octets,
-)
+from protocol.framing import FRAME_PUBLISH, FrameReader, ProtocolHeaderMismatch, erlang_octets
 
 log = logging.getLogger("amqpd.protocol")
 
-MIN_FRAME_MAX = 4096
 
-# Connection states, named as RabbitMQ names them in its error texts.
-STARTING = "starting"
-TUNING = "tuning"
-OPENING = "opening"
-RUNNING = "running"
-CLOSING = "closing"
-CLOSED = "closed"
+class ConnectionState(enum.StrEnum):
+    """Named as RabbitMQ names them in its error texts; being strings, they compare equal to those texts."""
 
-_ID_PUBLISH = 0x003C0028
-_ID_ACK = 0x003C0050
-_ID_REJECT = 0x003C005A
-_ID_NACK = 0x003C0078
-_ID_CHANNEL_OPEN = 0x0014000A
-_ID_CHANNEL_CLOSE = 0x00140028
-_ID_CHANNEL_CLOSE_OK = 0x00140029
+    STARTING = "starting"
+    TUNING = "tuning"
+    OPENING = "opening"
+    RUNNING = "running"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+# Module-level names, as the broker imports them (``from protocol.connection import RUNNING``).
+STARTING = ConnectionState.STARTING
+TUNING = ConnectionState.TUNING
+OPENING = ConnectionState.OPENING
+RUNNING = ConnectionState.RUNNING
+CLOSING = ConnectionState.CLOSING
+CLOSED = ConnectionState.CLOSED
+
 _METHOD_ID = struct.Struct(">I")
-_CONTENT_HEADER = struct.Struct(">HHQ")
+_CONTENT_HEADER = struct.Struct(">HHQ")  # class id, weight, body size
 
 # Methods only a server sends: a client sending one gets 503 as RabbitMQ's channel does.
 _SERVER_ONLY = frozenset(
@@ -213,10 +233,10 @@ class AMQPConnection:
         self.server_frame_max = frame_max
         self.server_heartbeat = heartbeat
         self.max_message_size = max_message_size
-        self.state = STARTING
+        self.state: ConnectionState = STARTING
         # Spec (frame-max): until Tune-Ok, frames are at most frame-min-size (4096), as RabbitMQ enforces too;
         # an unauthenticated peer cannot make us buffer more than that.
-        self.reader = FrameReader(MIN_FRAME_MAX)
+        self.reader = FrameReader(FRAME_MIN_SIZE)
         self.channel_max = channel_max
         self.frame_max = frame_max
         self.heartbeat = heartbeat
@@ -254,7 +274,7 @@ class AMQPConnection:
     # ------------------------------------------------------------------ input
     def receive_data(self, data: bytes) -> None:
         """Feed bytes from the socket. Raises ProtocolHeaderMismatch for a non-AMQP-0-9-1 peer."""
-        if self.state == CLOSED:
+        if self.state is CLOSED:
             return
         reader = self.reader
         try:
@@ -267,22 +287,29 @@ class AMQPConnection:
             if not self.reader.header_seen:
                 return
             self._send_start()
-        for ftype, channel, payload in frames:
+        for ftype, channel, payload, content_header, body in frames:
             state = self.state
-            if state == RUNNING and channel:
-                self._channel_frame(ftype, channel, payload)
-            elif state == CLOSED:
+            if state is RUNNING and channel:
+                if ftype == FRAME_PUBLISH:
+                    self._publish(channel, payload, content_header, body)
+                else:
+                    self._channel_frame(ftype, channel, payload)
+            elif state is CLOSED:
                 return
             elif ftype == FRAME_PUBLISH:
                 # A publish outside a running channel: treat its three frames one by one, as they arrived.
-                for sub_type, sub_payload in zip((FRAME_METHOD, FRAME_HEADER, FRAME_BODY), payload, strict=True):
+                for sub_type, sub_payload in (
+                    (FRAME_METHOD, payload),
+                    (FRAME_HEADER, content_header),
+                    (FRAME_BODY, body),
+                ):
                     if sub_type == FRAME_BODY and not sub_payload:
                         break
-                    if self.state == CLOSING:
+                    if self.state is CLOSING:
                         self._closing_frame(sub_type, channel, sub_payload)
-                    elif self.state != CLOSED:
+                    elif self.state is not CLOSED:
                         self._connection_frame(sub_type, channel, sub_payload)
-            elif state == CLOSING:
+            elif state is CLOSING:
                 self._closing_frame(ftype, channel, payload)
             else:
                 self._connection_frame(ftype, channel, payload)
@@ -306,14 +333,20 @@ class AMQPConnection:
         )
 
     # ------------------------------------------------------------------ channel frames (hot)
-    def _publish(self, channel: int, parts: tuple[bytes, bytes, bytes]) -> None:
+    def _publish(self, channel: int, method: bytes, header: bytes, body: bytes) -> None:
         """A complete publish cut in one piece by the frame reader (see FRAME_PUBLISH): the common case.
 
         Only the well-formed case is handled here; anything that needs an error reply is replayed through the
         one-frame-at-a-time path, which knows every error's exact code and text."""
-        method, header, body = parts
         chan = self.channels.get(channel)
-        if chan is not None and not chan.closing and chan.exchange is None and header[0] == 0 and header[1] == 60:
+        # The class id is a big-endian short; Basic's fits in its low octet, so two index reads check it.
+        if (
+            chan is not None
+            and not chan.closing
+            and chan.exchange is None
+            and header[0] == 0
+            and header[1] == CLASS_BASIC
+        ):
             try:
                 exchange, routing_key, mandatory, immediate = fastcodec.decode_publish(method)
             except ValueError:
@@ -322,21 +355,18 @@ class AMQPConnection:
                 try:
                     self.handler.on_publish(channel, exchange, routing_key, mandatory, header, body)
                 except AMQPError as err:
-                    self._error(channel, err.with_method(60, 40))
+                    self._error(channel, err.with_method(*BASIC_PUBLISH))
                 except Exception as exc:  # a bug in the broker must not take the process down
                     log.exception("internal error on channel %d", channel)
                     self._connection_error(ConnectionError_(INTERNAL_ERROR, f"internal error: {type(exc).__name__}"))
                 return
         self._channel_frame(FRAME_METHOD, channel, method)
-        if self.state == RUNNING:
+        if self.state is RUNNING:
             self._channel_frame(FRAME_HEADER, channel, header)
-        if body and self.state == RUNNING:
+        if body and self.state is RUNNING:
             self._channel_frame(FRAME_BODY, channel, body)
 
-    def _channel_frame(self, ftype: int, channel: int, payload: Any) -> None:
-        if ftype == FRAME_PUBLISH:
-            self._publish(channel, payload)
-            return
+    def _channel_frame(self, ftype: int, channel: int, payload: bytes) -> None:
         chan = self.channels.get(channel)
         try:
             if ftype == FRAME_METHOD:
@@ -351,36 +381,35 @@ class AMQPConnection:
                     # RabbitMQ names the publish whose content was cut short (class 60, method 40).
                     raise ConnectionError_(
                         UNEXPECTED_FRAME,
-                        "expected content header for class 60, got non content header frame instead"
+                        f"expected content header for class {CLASS_BASIC}, got non content header frame instead"
                         if chan.header is None
                         else "expected content body, got non content body frame instead",
-                        60,
-                        40,
+                        *BASIC_PUBLISH,
                     )
-                if mid == _ID_PUBLISH:
+                if mid == BASIC_PUBLISH_ID:
                     try:
                         exchange, routing_key, mandatory, immediate = fastcodec.decode_publish(payload)
                     except UnicodeDecodeError:
                         raise ConnectionError_(FRAME_ERROR, "Malformed UTF-8 in shortstr") from None
                     except (ValueError, struct.error, IndexError):
                         raise ConnectionError_(
-                            FRAME_ERROR, f"cannot decode {erlang_octets(payload[4:])}", 60, 40
+                            FRAME_ERROR, f"cannot decode {erlang_octets(payload[4:])}", *BASIC_PUBLISH
                         ) from None
                     if immediate:
-                        raise ConnectionError_(NOT_IMPLEMENTED, "immediate=true", 60, 40)
+                        raise ConnectionError_(NOT_IMPLEMENTED, "immediate=true", *BASIC_PUBLISH)
                     chan.exchange = exchange
                     chan.routing_key = routing_key
                     chan.mandatory = mandatory
                     return
-                if mid == _ID_ACK:
+                if mid == BASIC_ACK_ID:
                     tag, multiple = self._decode_small(fastcodec.decode_ack, payload)
                     self.handler.on_ack(channel, tag, multiple)
                     return
-                if mid == _ID_NACK:
+                if mid == BASIC_NACK_ID:
                     tag, multiple, requeue = self._decode_small(fastcodec.decode_nack, payload)
                     self.handler.on_nack(channel, tag, multiple, requeue)
                     return
-                if mid == _ID_REJECT:
+                if mid == BASIC_REJECT_ID:
                     tag, requeue = self._decode_small(fastcodec.decode_reject, payload)
                     self.handler.on_reject(channel, tag, requeue)
                     return
@@ -403,9 +432,8 @@ class AMQPConnection:
                         raise ConnectionError_(UNEXPECTED_FRAME, "expected method frame, got non method frame instead")
                     raise ConnectionError_(
                         UNEXPECTED_FRAME,
-                        "expected content header for class 60, got non content header frame instead",
-                        60,
-                        40,
+                        f"expected content header for class {CLASS_BASIC}, got non content header frame instead",
+                        *BASIC_PUBLISH,
                     )
                 received = chan.received + len(payload)
                 if received > chan.body_size:
@@ -430,15 +458,17 @@ class AMQPConnection:
         except (ValueError, struct.error, IndexError):
             mid = _METHOD_ID.unpack_from(payload)[0]
             raise ConnectionError_(
-                FRAME_ERROR, f"cannot decode {erlang_octets(payload[4:])}", mid >> 16, mid & 0xFFFF
+                FRAME_ERROR, f"cannot decode {erlang_octets(payload[4:])}", *split_method_id(mid)
             ) from None
 
     def _decode_method(self, mid: int, payload: bytes) -> Frame:
         if mid < 0:
             # Too short to name a method: RabbitMQ's frame parser does not recognise it as a method frame.
-            raise ConnectionError_(FRAME_ERROR, f"type 1, all octets = {erlang_octets(payload)}: unknown_frame")
+            raise ConnectionError_(
+                FRAME_ERROR, f"type {FRAME_METHOD}, all octets = {erlang_octets(payload)}: unknown_frame"
+            )
         if mid not in commands.INDEX_MAPPING:
-            class_id, method_id = mid >> 16, mid & 0xFFFF
+            class_id, method_id = split_method_id(mid)
             if class_id not in _KNOWN_CLASSES:
                 raise ConnectionError_(NOT_IMPLEMENTED, f"unknown class {class_id}", class_id, method_id)
             raise ConnectionError_(
@@ -456,11 +486,11 @@ class AMQPConnection:
                 if code == SYNTAX_ERROR
                 else f"cannot decode {erlang_octets(payload[4:])}"
             )
-            raise ConnectionError_(code, detail, mid >> 16, mid & 0xFFFF) from None
+            raise ConnectionError_(code, detail, *split_method_id(mid)) from None
         return method
 
     def _unopened_channel_method(self, channel: int, mid: int, payload: bytes) -> None:
-        if mid == _ID_CHANNEL_OPEN:
+        if mid == CHANNEL_OPEN_ID:
             if len(self.channels) >= self.channel_max:
                 raise ConnectionError_(
                     NOT_ALLOWED,
@@ -472,22 +502,22 @@ class AMQPConnection:
             self.send_method(channel, commands.Channel.OpenOk())
             return
         self._decode_method(mid, payload)  # unknown ids get their own error first
-        raise ConnectionError_(CHANNEL_ERROR, "expected 'channel.open'", mid >> 16, mid & 0xFFFF)
+        raise ConnectionError_(CHANNEL_ERROR, "expected 'channel.open'", *split_method_id(mid))
 
     def _closing_channel_method(self, channel: int, mid: int) -> None:
         """We closed this channel: drop everything but Close / Close-Ok (spec 2.3.6, RabbitMQ does the same)."""
-        if mid == _ID_CHANNEL_CLOSE_OK:
+        if mid == CHANNEL_CLOSE_OK_ID:
             del self.channels[channel]
-        elif mid == _ID_CHANNEL_CLOSE:
+        elif mid == CHANNEL_CLOSE_ID:
             del self.channels[channel]
             self.send_method(channel, commands.Channel.CloseOk())
 
     def _channel_method(self, channel: int, chan: _Channel, method: Frame) -> None:
         index = method.index
         class_id = index >> 16
-        if class_id == 10:
-            raise ConnectionError_(COMMAND_INVALID, "unimplemented method", class_id, index & 0xFFFF)
-        if class_id == 20:
+        if class_id == CLASS_CONNECTION:
+            raise ConnectionError_(COMMAND_INVALID, "unimplemented method", *split_method_id(index))
+        if class_id == CLASS_CHANNEL:
             if isinstance(method, commands.Channel.Close):
                 self._release_channel(channel)
                 self.send_method(channel, commands.Channel.CloseOk())
@@ -495,15 +525,15 @@ class AMQPConnection:
             if isinstance(method, commands.Channel.CloseOk):
                 return  # a Close-Ok we did not ask for: nothing to do
             if isinstance(method, commands.Channel.Open):
-                raise ConnectionError_(CHANNEL_ERROR, "second 'channel.open' seen", 20, 10)
+                raise ConnectionError_(CHANNEL_ERROR, "second 'channel.open' seen", *CHANNEL_OPEN)
             if isinstance(method, commands.Channel.FlowOk):
                 return
         if index in _SERVER_ONLY:
-            raise ConnectionError_(COMMAND_INVALID, "unimplemented method", class_id, index & 0xFFFF)
+            raise ConnectionError_(COMMAND_INVALID, "unimplemented method", *split_method_id(index))
         try:
             self.handler.on_method(channel, method)
         except AMQPError as err:
-            raise err.with_method(class_id, index & 0xFFFF) from None
+            raise err.with_method(*split_method_id(index)) from None
 
     def _release_channel(self, channel: int) -> None:
         self.channels.pop(channel, None)
@@ -514,23 +544,22 @@ class AMQPConnection:
             raise ConnectionError_(UNEXPECTED_FRAME, "expected method frame, got non method frame instead")
         if chan.header is not None:
             raise ConnectionError_(
-                UNEXPECTED_FRAME, "expected content body, got non content body frame instead", 60, 40
+                UNEXPECTED_FRAME, "expected content body, got non content body frame instead", *BASIC_PUBLISH
             )
-        if len(payload) < 14:
+        if len(payload) < CONTENT_HEADER_MIN_SIZE:
             raise ConnectionError_(FRAME_ERROR, f"cannot decode content header {erlang_octets(payload)}")
         class_id, _weight, body_size = _CONTENT_HEADER.unpack_from(payload)
-        if class_id != 60:
+        if class_id != CLASS_BASIC:
             raise ConnectionError_(
                 UNEXPECTED_FRAME,
-                f"expected content header for class 60, got one for class {class_id} instead",
+                f"expected content header for class {CLASS_BASIC}, got one for class {class_id} instead",
             )
         if body_size > self.max_message_size:
             chan.exchange = None
             raise ChannelError(
                 PRECONDITION_FAILED,
                 f"message size {body_size} is larger than configured max size {self.max_message_size}",
-                60,
-                40,
+                *BASIC_PUBLISH,
             )
         chan.header = payload
         chan.body_size = body_size
@@ -549,7 +578,7 @@ class AMQPConnection:
         try:
             self.handler.on_publish(channel, exchange, chan.routing_key, chan.mandatory, header, body)
         except AMQPError as err:
-            raise err.with_method(60, 40) from None
+            raise err.with_method(*BASIC_PUBLISH) from None
 
     # ------------------------------------------------------------------ errors and closing
     def close_channel(self, channel: int, err: AMQPError) -> None:
@@ -577,7 +606,7 @@ class AMQPConnection:
         )
 
     def _connection_error(self, err: AMQPError) -> None:
-        if self.state in (CLOSING, CLOSED):
+        if self.state is CLOSING or self.state is CLOSED:
             return
         log.info("closing connection %s: %s", self.username or "(unauthenticated)", err)
         self.close(err.code, err.reply_text, err.class_id, err.method_id)
@@ -585,9 +614,9 @@ class AMQPConnection:
 
     def close(self, code: int, text: str, class_id: int = 0, method_id: int = 0) -> None:
         """Start a server-initiated close: send Connection.Close and discard all but Close-Ok."""
-        if self.state in (CLOSING, CLOSED):
+        if self.state is CLOSING or self.state is CLOSED:
             return
-        if self.state == STARTING and not self._start_sent:
+        if self.state is STARTING and not self._start_sent:
             self.state = CLOSED
             self.handler.on_close()
             return
@@ -601,10 +630,10 @@ class AMQPConnection:
         if ftype != FRAME_METHOD or channel != 0 or len(payload) < 4:
             return
         mid = _METHOD_ID.unpack_from(payload)[0]
-        if mid == commands.Connection.CloseOk.index:
+        if mid == CONNECTION_CLOSE_OK_ID:
             self.state = CLOSED
             self.handler.on_close()
-        elif mid == commands.Connection.Close.index:
+        elif mid == CONNECTION_CLOSE_ID:
             self.send_method(0, commands.Connection.CloseOk())
             self.state = CLOSED
             self.handler.on_close()
@@ -613,7 +642,7 @@ class AMQPConnection:
     def _connection_frame(self, ftype: int, channel: int, payload: bytes) -> None:
         try:
             if ftype != FRAME_METHOD:
-                if ftype == 8:
+                if ftype == FRAME_HEARTBEAT:
                     return
                 raise ConnectionError_(UNEXPECTED_FRAME, "expected method frame, got non method frame instead")
             mid = _METHOD_ID.unpack_from(payload)[0] if len(payload) >= 4 else -1
@@ -623,33 +652,27 @@ class AMQPConnection:
                 self.state = CLOSED
                 self.handler.on_close()
                 return
-            if channel != 0 or (mid >> 16) != 10:
+            if channel != 0 or (mid >> 16) != CLASS_CONNECTION:
                 raise ConnectionError_(
-                    CHANNEL_ERROR,
-                    f"unexpected method in connection state {self.state}",
-                    mid >> 16,
-                    mid & 0xFFFF,
+                    CHANNEL_ERROR, f"unexpected method in connection state {self.state}", *split_method_id(mid)
                 )
-            if self.state == STARTING and isinstance(method, commands.Connection.StartOk):
+            if self.state is STARTING and isinstance(method, commands.Connection.StartOk):
                 self._start_ok(method)
-            elif self.state == TUNING and isinstance(method, commands.Connection.TuneOk):
+            elif self.state is TUNING and isinstance(method, commands.Connection.TuneOk):
                 self._tune_ok(method)
-            elif self.state == OPENING and isinstance(method, commands.Connection.Open):
+            elif self.state is OPENING and isinstance(method, commands.Connection.Open):
                 self._open(method)
-            elif self.state == RUNNING and isinstance(
+            elif self.state is RUNNING and isinstance(
                 method, commands.Connection.CloseOk | commands.Connection.Blocked | commands.Connection.Unblocked
             ):
                 return  # nothing to do: an unrequested Close-Ok, or a client's view of its own flow
-            elif self.state == RUNNING and isinstance(method, commands.Connection.UpdateSecret):
+            elif self.state is RUNNING and isinstance(method, commands.Connection.UpdateSecret):
                 # Like RabbitMQ's internal user database: no token backend re-checks the secret, so it is
                 # accepted as is (pika's and aio-pika's token-refresh calls expect Update-Secret-Ok).
                 self.send_method(0, commands.Connection.UpdateSecretOk())
             else:
                 raise ConnectionError_(
-                    CHANNEL_ERROR,
-                    f"unexpected method in connection state {self.state}",
-                    mid >> 16,
-                    mid & 0xFFFF,
+                    CHANNEL_ERROR, f"unexpected method in connection state {self.state}", *split_method_id(mid)
                 )
         except AMQPError as err:
             self._connection_error(err)
@@ -703,15 +726,13 @@ class AMQPConnection:
             raise ConnectionError_(
                 NOT_ALLOWED,
                 f"negotiated frame_max = {shown} is higher than the maximum allowed value ({self.server_frame_max})",
-                10,
-                31,
+                *CONNECTION_TUNE_OK,
             )
-        if frame_max < MIN_FRAME_MAX:
+        if frame_max < FRAME_MIN_SIZE:
             raise ConnectionError_(
                 NOT_ALLOWED,
-                f"negotiated frame_max = {frame_max} is lower than the minimum allowed value ({MIN_FRAME_MAX})",
-                10,
-                31,
+                f"negotiated frame_max = {frame_max} is lower than the minimum allowed value ({FRAME_MIN_SIZE})",
+                *CONNECTION_TUNE_OK,
             )
         if channel_max == 0 or channel_max > self.server_channel_max:
             shown = "0 (no limit)" if channel_max == 0 else str(channel_max)
@@ -719,8 +740,7 @@ class AMQPConnection:
                 NOT_ALLOWED,
                 f"negotiated channel_max = {shown} is higher than the maximum allowed value "
                 f"({self.server_channel_max})",
-                10,
-                31,
+                *CONNECTION_TUNE_OK,
             )
         self.frame_max = frame_max
         self.reader.frame_max = frame_max
@@ -733,7 +753,3 @@ class AMQPConnection:
         self.vhost = method.virtual_host
         self.state = RUNNING
         self.send_method(0, commands.Connection.OpenOk())
-
-    @property
-    def is_open(self) -> bool:
-        return self.state == RUNNING

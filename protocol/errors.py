@@ -6,32 +6,9 @@ raise site only has to pick the code. The reply text is always ``"<NAME> - <deta
 
 from __future__ import annotations
 
-REPLY_NAMES: dict[int, str] = {
-    311: "CONTENT_TOO_LARGE",
-    312: "NO_ROUTE",
-    313: "NO_CONSUMERS",
-    320: "CONNECTION_FORCED",
-    402: "INVALID_PATH",
-    403: "ACCESS_REFUSED",
-    404: "NOT_FOUND",
-    405: "RESOURCE_LOCKED",
-    406: "PRECONDITION_FAILED",
-    501: "FRAME_ERROR",
-    502: "SYNTAX_ERROR",
-    503: "COMMAND_INVALID",
-    504: "CHANNEL_ERROR",
-    505: "UNEXPECTED_FRAME",
-    506: "RESOURCE_ERROR",
-    530: "NOT_ALLOWED",
-    540: "NOT_IMPLEMENTED",
-    541: "INTERNAL_ERROR",
-}
-
-# Codes that close the channel only; every other code closes the whole connection.
-SOFT_CODES = frozenset({311, 312, 313, 403, 404, 405, 406})
-
 CONTENT_TOO_LARGE = 311
 NO_ROUTE = 312
+NO_CONSUMERS = 313
 CONNECTION_FORCED = 320
 INVALID_PATH = 402
 ACCESS_REFUSED = 403
@@ -47,6 +24,32 @@ RESOURCE_ERROR = 506
 NOT_ALLOWED = 530
 NOT_IMPLEMENTED = 540
 INTERNAL_ERROR = 541
+
+REPLY_NAMES: dict[int, str] = {
+    CONTENT_TOO_LARGE: "CONTENT_TOO_LARGE",
+    NO_ROUTE: "NO_ROUTE",
+    NO_CONSUMERS: "NO_CONSUMERS",
+    CONNECTION_FORCED: "CONNECTION_FORCED",
+    INVALID_PATH: "INVALID_PATH",
+    ACCESS_REFUSED: "ACCESS_REFUSED",
+    NOT_FOUND: "NOT_FOUND",
+    RESOURCE_LOCKED: "RESOURCE_LOCKED",
+    PRECONDITION_FAILED: "PRECONDITION_FAILED",
+    FRAME_ERROR: "FRAME_ERROR",
+    SYNTAX_ERROR: "SYNTAX_ERROR",
+    COMMAND_INVALID: "COMMAND_INVALID",
+    CHANNEL_ERROR: "CHANNEL_ERROR",
+    UNEXPECTED_FRAME: "UNEXPECTED_FRAME",
+    RESOURCE_ERROR: "RESOURCE_ERROR",
+    NOT_ALLOWED: "NOT_ALLOWED",
+    NOT_IMPLEMENTED: "NOT_IMPLEMENTED",
+    INTERNAL_ERROR: "INTERNAL_ERROR",
+}
+
+# Codes that close the channel only; every other code closes the whole connection.
+SOFT_CODES = frozenset(
+    {CONTENT_TOO_LARGE, NO_ROUTE, NO_CONSUMERS, ACCESS_REFUSED, NOT_FOUND, RESOURCE_LOCKED, PRECONDITION_FAILED}
+)
 
 
 class AMQPError(Exception):
@@ -70,7 +73,7 @@ class AMQPError(Exception):
 
     @property
     def reply_text(self) -> str:
-        text = f"{REPLY_NAMES.get(self.code, 'INTERNAL_ERROR')} - {self.detail}"
+        text = f"{REPLY_NAMES.get(self.code, REPLY_NAMES[INTERNAL_ERROR])} - {self.detail}"
         raw = text.encode("utf-8")
         if len(raw) > 255:  # RabbitMQ keeps 252 bytes and marks the cut with "..."
             text = raw[:252].decode("utf-8", "ignore") + "..."
@@ -107,7 +110,3 @@ def amqp_error(code: int, detail: str, class_id: int = 0, method_id: int = 0) ->
 def not_found(kind: str, name: str, vhost: str = "/") -> AMQPError:
     """``NOT_FOUND - no queue 'q' in vhost '/'``"""
     return ChannelError(NOT_FOUND, f"no {kind} '{name}' in vhost '{vhost}'")
-
-
-def precondition(detail: str) -> AMQPError:
-    return ChannelError(PRECONDITION_FAILED, detail)

@@ -25,29 +25,22 @@ from __future__ import annotations
 import struct
 
 from pamqp import commands
-from pamqp import frame as pamqp_frame
 from pamqp import header as pamqp_header
-from pamqp.base import Frame
 
-FRAME_METHOD = 1
-FRAME_HEADER = 2
-FRAME_BODY = 3
-FRAME_END = b"\xce"
-FRAME_OVERHEAD = 8  # 7-byte header + frame-end octet
-
-# class id << 16 | method id, as the first four payload bytes read big-endian.
-BASIC_QOS_ID = 0x003C000A
-BASIC_CONSUME_ID = 0x003C0014
-BASIC_CANCEL_ID = 0x003C001E
-BASIC_PUBLISH_ID = 0x003C0028
-BASIC_RETURN_ID = 0x003C0032
-BASIC_DELIVER_ID = 0x003C003C
-BASIC_GET_ID = 0x003C0046
-BASIC_GET_OK_ID = 0x003C0047
-BASIC_GET_EMPTY_ID = 0x003C0048
-BASIC_ACK_ID = 0x003C0050
-BASIC_REJECT_ID = 0x003C005A
-BASIC_NACK_ID = 0x003C0078
+from protocol.constants import (
+    BASIC_ACK_ID,
+    BASIC_DELIVER_ID,
+    BASIC_GET_OK_ID,
+    BASIC_NACK_ID,
+    BASIC_RETURN_ID,
+    CLASS_BASIC,
+    FRAME_BODY,
+    FRAME_END,
+    FRAME_END_OCTET,
+    FRAME_HEADER,
+    FRAME_METHOD,
+    FRAME_OVERHEAD,
+)
 
 # Basic.Properties presence bits in the first property-flags word, in wire order of the property list.
 HAS_CONTENT_TYPE = 0x8000
@@ -70,7 +63,6 @@ _FRAME_HEADER = struct.Struct(">BHI")
 _U8 = struct.Struct(">B")
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
-_U64 = struct.Struct(">Q")
 _U64_BOOL = struct.Struct(">QB")  # delivery tag + bit octet (Ack, Nack, Reject)
 
 # Fixed-size frames are packed whole: header, method id, fields and the frame-end octet in one call.
@@ -87,28 +79,8 @@ _END_THEN_HEADER = struct.Struct(">cBHI")  # frame-end of one frame + header of 
 
 # Content header payload: class id, weight, body size, then the property flags and list.
 _CONTENT_HEADER_PREFIX = struct.Struct(">HHQ")
-_BODY_SIZE_OFFSET = 4
-_FLAGS_OFFSET = 12
-_PROPERTIES_OFFSET = 14
-
-
-def frame(frame_type: int, channel: int, payload: bytes) -> bytes:
-    """One complete frame: 7-byte header, payload, frame-end octet."""
-    return b"".join((_FRAME_HEADER.pack(frame_type, channel, len(payload)), payload, FRAME_END))
-
-
-def method_frame(channel: int, method: Frame) -> bytes:
-    """Slow path for the methods without a fast encoder; identical to ``pamqp.frame.marshal``."""
-    return pamqp_frame.marshal(method, channel)
-
-
-def method_id(payload: bytes) -> int:
-    """``class_id << 16 | method_id`` of a method payload; ``ValueError`` when shorter than four bytes."""
-    try:
-        value: int = _U32.unpack_from(payload)[0]
-        return value
-    except struct.error:
-        raise ValueError("method frame shorter than its method id") from None
+_FLAGS_OFFSET = _CONTENT_HEADER_PREFIX.size
+_PROPERTIES_OFFSET = _FLAGS_OFFSET + 2
 
 
 # --------------------------------------------------------------------------------------------- decoders
@@ -181,7 +153,7 @@ def encode_deliver(
             exchange,
             _U8.pack(lr),
             routing_key,
-            FRAME_END,
+            FRAME_END_OCTET,
         )
     )
 
@@ -203,7 +175,7 @@ def encode_get_ok(
             exchange,
             _U8.pack(lr),
             routing_key,
-            _U32_END.pack(message_count, FRAME_END),
+            _U32_END.pack(message_count, FRAME_END_OCTET),
         )
     )
 
@@ -221,20 +193,20 @@ def encode_return(channel: int, reply_code: int, reply_text: bytes, exchange: by
             exchange,
             _U8.pack(lr),
             routing_key,
-            FRAME_END,
+            FRAME_END_OCTET,
         )
     )
 
 
 def encode_ack(channel: int, delivery_tag: int, multiple: bool) -> bytes:
     """Complete Basic.Ack method frame (publisher confirms)."""
-    return _ACK_FRAME.pack(FRAME_METHOD, channel, _ACK_SIZE, BASIC_ACK_ID, delivery_tag, multiple, 0xCE)
+    return _ACK_FRAME.pack(FRAME_METHOD, channel, _ACK_SIZE, BASIC_ACK_ID, delivery_tag, multiple, FRAME_END)
 
 
 def encode_nack(channel: int, delivery_tag: int, multiple: bool, requeue: bool) -> bytes:
     """Complete Basic.Nack method frame (publisher confirms)."""
     bits = (1 if multiple else 0) | (2 if requeue else 0)
-    return _NACK_FRAME.pack(FRAME_METHOD, channel, _ACK_SIZE, BASIC_NACK_ID, delivery_tag, bits, 0xCE)
+    return _NACK_FRAME.pack(FRAME_METHOD, channel, _ACK_SIZE, BASIC_NACK_ID, delivery_tag, bits, FRAME_END)
 
 
 def encode_content(channel: int, header_payload: bytes, body: bytes, frame_max: int) -> bytes:
@@ -247,14 +219,16 @@ def encode_content(channel: int, header_payload: bytes, body: bytes, frame_max: 
     chunk = frame_max - FRAME_OVERHEAD if frame_max else size
     if size <= chunk:
         if not size:
-            return b"".join((_FRAME_HEADER.pack(FRAME_HEADER, channel, len(header_payload)), header_payload, FRAME_END))
+            return b"".join(
+                (_FRAME_HEADER.pack(FRAME_HEADER, channel, len(header_payload)), header_payload, FRAME_END_OCTET)
+            )
         return b"".join(
             (
                 _FRAME_HEADER.pack(FRAME_HEADER, channel, len(header_payload)),
                 header_payload,
-                _END_THEN_HEADER.pack(FRAME_END, FRAME_BODY, channel, size),
+                _END_THEN_HEADER.pack(FRAME_END_OCTET, FRAME_BODY, channel, size),
                 body,
-                FRAME_END,
+                FRAME_END_OCTET,
             )
         )
     if chunk <= 0:
@@ -265,37 +239,20 @@ def encode_content(channel: int, header_payload: bytes, body: bytes, frame_max: 
         _FRAME_HEADER.pack(FRAME_HEADER, channel, len(header_payload)),
         header_payload,
     ]
-    full = _END_THEN_HEADER.pack(FRAME_END, FRAME_BODY, channel, chunk)
+    full = _END_THEN_HEADER.pack(FRAME_END_OCTET, FRAME_BODY, channel, chunk)
     last = size - chunk
     pos = 0
     while pos < last:
         parts.append(full)
         parts.append(view[pos : pos + chunk])
         pos += chunk
-    parts.append(_END_THEN_HEADER.pack(FRAME_END, FRAME_BODY, channel, size - pos))
+    parts.append(_END_THEN_HEADER.pack(FRAME_END_OCTET, FRAME_BODY, channel, size - pos))
     parts.append(view[pos:])
-    parts.append(FRAME_END)
+    parts.append(FRAME_END_OCTET)
     return b"".join(parts)
 
 
 # ------------------------------------------------------------------------------------- content headers
-
-
-def header_body_size(header_payload: bytes) -> int:
-    """Body size announced by a raw content-header payload."""
-    if len(header_payload) < 12:  # pamqp unpacks class id, weight and size together
-        raise ValueError("truncated content header")
-    value: int = _U64.unpack_from(header_payload, _BODY_SIZE_OFFSET)[0]
-    return value
-
-
-def header_class_id(header_payload: bytes) -> int:
-    """Class id of a raw content-header payload (must be 60 for Basic)."""
-    try:
-        value: int = _U16.unpack_from(header_payload)[0]
-        return value
-    except struct.error:
-        raise ValueError("truncated content header") from None
 
 
 def property_flags(header_payload: bytes) -> int:
@@ -423,7 +380,7 @@ def short_property(header_payload: bytes, flag: int) -> bytes | None:
 def decode_properties(header_payload: bytes) -> commands.Basic.Properties:
     """Slow path: every property decoded by pamqp, so a malformed string, table or timestamp raises ValueError.
 
-    Like pamqp it does not check the class id or weight (see ``header_class_id``).
+    Like pamqp it does not check the class id or weight.
     """
     content_header = pamqp_header.ContentHeader()
     try:
@@ -435,4 +392,4 @@ def decode_properties(header_payload: bytes) -> commands.Basic.Properties:
 
 def encode_header_payload(body_size: int, properties: commands.Basic.Properties) -> bytes:
     """Content-header payload for ``properties``; pamqp encodes the property list (slow path)."""
-    return _CONTENT_HEADER_PREFIX.pack(commands.Basic.frame_id, 0, body_size) + properties.marshal()
+    return _CONTENT_HEADER_PREFIX.pack(CLASS_BASIC, 0, body_size) + properties.marshal()

@@ -12,8 +12,9 @@ from pamqp.body import ContentBody
 from pamqp.header import ContentHeader
 
 from protocol.connection import CLOSED, CLOSING, RUNNING, AMQPConnection
+from protocol.constants import PROTOCOL_HEADER
 from protocol.errors import ChannelError
-from protocol.framing import PROTOCOL_HEADER, ProtocolHeaderMismatch
+from protocol.framing import FRAME_PUBLISH, FrameReader, ProtocolHeaderMismatch
 
 
 class Recorder:
@@ -411,14 +412,23 @@ def test_publish_fast_path_is_indistinguishable_from_frame_by_frame(steps: list[
 
 
 def test_a_publish_in_one_read_takes_the_one_piece_path() -> None:
-    from protocol.framing import FRAME_PUBLISH, FrameReader
-
     data = _encode_steps([("publish", 1, "ex", "rk", False, 10, False, 60)])
     reader = FrameReader(131072)
     reader.feed(PROTOCOL_HEADER)
     frames = reader.feed(data)
     assert [f[0] for f in frames] == [FRAME_PUBLISH]
-    assert frames[0][2][2] == bytes(range(10))
+    _, channel, method, header, body = frames[0]
+    assert channel == 1
+    assert method == m(1, commands.Basic.Publish(exchange="ex", routing_key="rk"))[7:-1]
+    assert header == pframe.marshal(ContentHeader(0, 10, commands.Basic.Properties()), 1)[7:-1]
+    assert body == bytes(range(10))
+
+
+def test_ordinary_frames_carry_no_content_fields() -> None:
+    reader = FrameReader(131072)
+    reader.feed(PROTOCOL_HEADER)
+    ack = pframe.marshal(commands.Basic.Ack(delivery_tag=7), 1)
+    assert reader.feed(ack) == [(1, 1, ack[7:-1], b"", b"")]
 
 
 @pytest.mark.parametrize(
