@@ -43,6 +43,25 @@ def ratio(amqpd: float | None, reference: float | None, higher_is_better: bool) 
     return amqpd / reference if higher_is_better else reference / amqpd
 
 
+def median_result(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One result from repeated runs of a scenario on one broker: every numeric metric is the median over the
+    runs that did not fail (the upper median for an even count); anything else is taken from the first of them.
+    All runs failed: the first failure."""
+    ok = [r for r in runs if "error" not in r]
+    if not ok:
+        return runs[0] if runs else {"error": "not run"}
+    if len(ok) == 1:
+        return ok[0]
+    out = dict(ok[0])
+    for key, value in ok[0].items():
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            values = sorted(r[key] for r in ok if isinstance(r.get(key), int | float) and r[key] is not None)
+            out[key] = values[len(values) // 2]
+    out["runs"] = len(ok)
+    out["failed_runs"] = len(runs) - len(ok)
+    return out
+
+
 def fmt_value(value: Any, unit: str) -> str:
     if value is None:
         return "-"
@@ -104,6 +123,28 @@ def table_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return head, rows
 
 
+def baseline_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Variant scenarios next to their baseline (both must be in the document): per broker and headline metric,
+    the two values and variant/baseline (> 1: the variant is faster, for a rate)."""
+    by_name = {sc["name"]: sc for sc in doc["scenarios"]}
+    head = ["scenario", "vs baseline", "broker", "metric", "variant", "baseline", "variant/baseline"]
+    rows: list[list[str]] = []
+    for sc in doc["scenarios"]:
+        base = by_name.get(sc.get("baseline") or "")
+        if base is None:
+            continue
+        first = True
+        for name in doc["targets"]:
+            for m in sc["headline"]:
+                v = sc["results"].get(name, {}).get(m["key"])
+                b = base["results"].get(name, {}).get(m["key"])
+                r = f"{v / b:.2f}" if v and b else "-"
+                row = [sc["name"] if first else "", base["name"] if first else "", name, m["key"]]
+                rows.append([*row, fmt_value(v, m["unit"]), fmt_value(b, m["unit"]), r])
+                first = False
+    return head, rows
+
+
 def markdown_table(head: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows]
@@ -142,6 +183,11 @@ def markdown_document(doc: dict[str, Any]) -> str:
         markdown_table(head, rows),
         "",
     ]
+    if doc.get("repeat", 1) > 1:
+        parts.insert(-3, f"- every value is the median of {doc['repeat']} interleaved runs")
+    pair_head, pair_rows = baseline_rows(doc)
+    if pair_rows:
+        parts += ["Variants next to their baseline scenario:", "", markdown_table(pair_head, pair_rows), ""]
     return "\n".join(parts)
 
 
