@@ -530,6 +530,8 @@ async def run_perf(cfg: PerfConfig, topo: Topology | None = None, keep: bool = F
             "consume_rate": (w1[3] - w0[3]) / window if window > 0 else 0.0,
             "broker_cpu": cpu_b,
             "client_cpu": cpu_c,
+            "broker_cpu_wait": broker_cpu.waited if broker_cpu else None,
+            "client_cpu_wait": client_cpu.waited,
             "broker_rss_start": rss_start,
             "broker_rss_end": rss_end,
             "errors": stats.errors,

@@ -89,6 +89,10 @@ def _rss(res: dict[str, Any]) -> Any:
     return None
 
 
+def _waits(res: dict[str, Any]) -> str:
+    return f"{fmt_cpu(res.get('broker_cpu_wait'))}/{fmt_cpu(res.get('client_cpu_wait'))}"
+
+
 def table_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     names: list[str] = doc["targets"]
     compare = len(names) == 2
@@ -99,6 +103,7 @@ def table_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         f"broker CPU ({'/'.join(names)})",
         f"client CPU ({'/'.join(names)})",
         f"broker RSS ({'/'.join(names)})",
+        f"broker/client CPU wait ({'/'.join(names)})",
     ]
     rows: list[list[str]] = []
     for sc in doc["scenarios"]:
@@ -113,8 +118,9 @@ def table_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
                 row.append(" / ".join(fmt_cpu(results.get(n, {}).get("broker_cpu")) for n in names))
                 row.append(" / ".join(fmt_cpu(results.get(n, {}).get("client_cpu")) for n in names))
                 row.append(" / ".join(fmt_mib(_rss(results.get(n, {}))) for n in names))
+                row.append(" / ".join(_waits(results.get(n, {})) for n in names))
             else:
-                row += ["", "", ""]
+                row += ["", "", "", ""]
             rows.append(row)
         for n in names:
             err = results.get(n, {}).get("error")
@@ -179,6 +185,8 @@ def markdown_document(doc: dict[str, Any]) -> str:
         f"- {CONVENTION}",
         "- CPU is a share of one core over the measurement window (200% = both cores); "
         "RSS is the broker's VmRSS",
+        "- CPU wait: share of the window the process was runnable but waiting for a core (/proc schedstat); "
+        "high values mean other work on the machine held it back",
         "",
         markdown_table(head, rows),
         "",

@@ -228,6 +228,8 @@ async def run_rpc(
             "reply_rate": (stats.consumed - w0[1]) / window_s if window_s > 0 else 0.0,
             "broker_cpu": cpu_b.stop(end) if cpu_b else None,
             "client_cpu": cpu_c.stop(end),
+            "broker_cpu_wait": cpu_b.waited if cpu_b else None,
+            "client_cpu_wait": cpu_c.waited,
             "broker_rss_end": rss_bytes(broker_pid) if broker_pid else 0,
         }
         result.update(latency_summary(stats.latencies_ns[w0[2] :]))
