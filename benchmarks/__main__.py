@@ -2,7 +2,7 @@
 
     python -m benchmarks perf [--url URL] -x 2 -y 2 --size 1024 --ack multiple --prefetch 500
     python -m benchmarks run --scenario 1p1c-ack-p1000 [--compare amqp://guest:guest@127.0.0.1:5682/]
-    python -m benchmarks suite [--compare URL] [--quick] [--json]
+    python -m benchmarks suite [--compare URL] [--quick] [--repeat N] [--json]
     python -m benchmarks list
 
 Without ``--url`` amqpd is started here as a subprocess on a free loopback port (a fresh one per scenario), so
@@ -21,7 +21,16 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.perf import ACK_MODES, EXCHANGE_TYPES, PerfConfig, run_perf
-from benchmarks.report import CONVENTION, environment, ratio, table_rows, text_table, write_results
+from benchmarks.report import (
+    CONVENTION,
+    baseline_rows,
+    environment,
+    median_result,
+    ratio,
+    table_rows,
+    text_table,
+    write_results,
+)
 from benchmarks.scenarios import SCENARIOS, Scenario, Timing
 from benchmarks.targets import Target, external_target, start_amqpd, stop_target
 
@@ -110,57 +119,71 @@ async def _scenarios(args: argparse.Namespace, names: list[str], set_name: str) 
     fixed = await external_target(args.url, "broker") if args.url else None
     targets = ["amqpd" if fixed is None else "broker"] + (["reference"] if reference else [])
     brokers: dict[str, dict[str, Any]] = {}
-    doc_scenarios: list[dict[str, Any]] = []
     progress = not args.no_progress
-    for i, name in enumerate(names):
+    repeat = max(1, args.repeat)
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {name: {t: [] for t in targets} for name in names}
+    # With --repeat the whole list runs again, so repeats of one scenario are interleaved with the others
+    # (A B A B ...): a slow spell on a shared machine then hits every scenario rather than one.
+    for rep in range(repeat):
+        for i, name in enumerate(names):
+            sc = SCENARIOS[name]
+            turn = rep * len(names) + i
+            order = targets if turn % 2 == 0 else list(reversed(targets))  # alternate who goes first
+            for tname in order:
+                if tname == "reference":
+                    assert reference is not None
+                    target = reference
+                elif fixed is not None:
+                    target = fixed
+                else:
+                    target = await start_amqpd(args.amqpd_cmd)
+                brokers[tname] = {
+                    "product": target.product,
+                    "version": target.version,
+                    "url": target.url,
+                    "pid_known": target.pid is not None,
+                }
+                if progress:
+                    nth = f" (run {rep + 1}/{repeat})" if repeat > 1 else ""
+                    print(
+                        f"== {name} on {tname} ({target.product} {target.version}){nth}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                try:
+                    runs[name][tname].append(await _one(sc, target, timing, args.client, progress))
+                finally:
+                    if target.proc is not None:
+                        stop_target(target)
+    doc_scenarios: list[dict[str, Any]] = []
+    for name in names:
         sc = SCENARIOS[name]
-        results: dict[str, dict[str, Any]] = {}
-        order = targets if i % 2 == 0 else list(reversed(targets))  # alternate who goes first
-        for tname in order:
-            if tname == "reference":
-                assert reference is not None
-                target = reference
-            elif fixed is not None:
-                target = fixed
-            else:
-                target = await start_amqpd(args.amqpd_cmd)
-            brokers[tname] = {
-                "product": target.product,
-                "version": target.version,
-                "url": target.url,
-                "pid_known": target.pid is not None,
-            }
-            if progress:
-                print(
-                    f"== {name} on {tname} ({target.product} {target.version})", file=sys.stderr, flush=True
-                )
-            try:
-                results[tname] = await _one(sc, target, timing, args.client, progress)
-            finally:
-                if target.proc is not None:
-                    stop_target(target)
+        results = {t: median_result(rs) for t, rs in runs[name].items()}
         ratios: dict[str, float | None] = {}
         if reference is not None:
             for m in sc.headline:
                 ratios[m.key] = ratio(
                     results[targets[0]].get(m.key), results["reference"].get(m.key), m.higher_is_better
                 )
-        doc_scenarios.append(
-            {
-                "name": name,
-                "description": sc.description,
-                "headline": [
-                    {"key": m.key, "unit": m.unit, "higher_is_better": m.higher_is_better}
-                    for m in sc.headline
-                ],
-                "results": results,
-                "ratios": ratios,
-            }
-        )
+        entry: dict[str, Any] = {
+            "name": name,
+            "description": sc.description,
+            "headline": [
+                {"key": m.key, "unit": m.unit, "higher_is_better": m.higher_is_better} for m in sc.headline
+            ],
+            "results": results,
+            "ratios": ratios,
+        }
+        if sc.baseline is not None:
+            entry["baseline"] = sc.baseline
+        if repeat > 1:
+            entry["runs"] = runs[name]
+        doc_scenarios.append(entry)
     doc: dict[str, Any] = {
         "set": set_name + ("-quick" if args.quick else ""),
         "command": "python -m benchmarks " + shlex.join(sys.argv[1:] if args.argv is None else args.argv),
         "quick": args.quick,
+        "repeat": repeat,
         "client": args.client,
         "convention": CONVENTION,
         "targets": targets,
@@ -169,6 +192,9 @@ async def _scenarios(args: argparse.Namespace, names: list[str], set_name: str) 
     }
     head, rows = table_rows(doc)
     table = text_table(head, rows)
+    pair_head, pair_rows = baseline_rows(doc)
+    if pair_rows:
+        table += "\n\n" + text_table(pair_head, pair_rows)
     if not args.no_save:
         json_path, md_path = write_results(doc, Path(args.results_dir) if args.results_dir else None)
         print(f"results: {json_path} {md_path}", file=sys.stderr)
@@ -208,6 +234,13 @@ def _parser() -> argparse.ArgumentParser:
             "--compare", metavar="URL", help="also run each scenario against this reference broker"
         )
         sp.add_argument("--quick", action="store_true", help="shorten every scenario (smoke test)")
+        sp.add_argument(
+            "--repeat",
+            type=int,
+            default=1,
+            metavar="N",
+            help="run the scenario list N times, interleaved; report per-metric medians",
+        )
         sp.add_argument("--client", choices=("raw", "aio-pika"), default="raw")
         sp.add_argument("--no-save", action="store_true", help="do not write benchmarks/results/*")
         sp.add_argument("--results-dir", help="where to write the .json and .md results")

@@ -54,6 +54,7 @@ class PerfConfig:
     latency: bool = False  # stamp every message and measure publish-to-deliver latency
     client: str = "raw"  # raw | aio-pika
     durable: bool | None = None  # queue durability; None = same as persistent
+    queue_arguments: dict[str, Any] | None = None  # x-arguments for every queue declared (e.g. x-max-length)
     progress: bool = True
     label: str = ""
     broker_pid: int | None = None
@@ -168,7 +169,7 @@ async def declare(ch: Channel, cfg: PerfConfig, topo: Topology) -> None:
     if topo.exchange:
         await ch.exchange_declare(topo.exchange, cfg.exchange_type, durable=durable)
     for i, q in enumerate(topo.queues):
-        await ch.queue_declare(q, durable=durable)
+        await ch.queue_declare(q, durable=durable, arguments=cfg.queue_arguments)
         if cfg.exchange_type == "direct":
             await ch.queue_bind(q, topo.exchange, q)
         elif cfg.exchange_type == "fanout":
@@ -529,6 +530,8 @@ async def run_perf(cfg: PerfConfig, topo: Topology | None = None, keep: bool = F
             "consume_rate": (w1[3] - w0[3]) / window if window > 0 else 0.0,
             "broker_cpu": cpu_b,
             "client_cpu": cpu_c,
+            "broker_cpu_wait": broker_cpu.waited if broker_cpu else None,
+            "client_cpu_wait": client_cpu.waited,
             "broker_rss_start": rss_start,
             "broker_rss_end": rss_end,
             "errors": stats.errors,

@@ -34,20 +34,46 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
+def run_queue_wait_seconds(pid: int) -> float | None:
+    """Time the threads of a process spent runnable but not running (waiting for a CPU), from
+    /proc/PID/task/*/schedstat; None where the kernel does not provide it."""
+    total = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / 1e9
+
+
 @dataclass(slots=True)
 class CpuMeter:
-    """CPU used by one process between start() and stop(), as a share of one core."""
+    """CPU used by one process between start() and stop(), as a share of one core; after stop(), ``waited`` is
+    the share of the same window its threads spent runnable but waiting for a CPU (summed over threads, like
+    the CPU share). A process that is neither running nor waiting for a CPU is waiting for I/O: a large
+    ``waited`` means the machine, not the process, held it back (shared cores)."""
 
     pid: int
     _t0: float = 0.0
     _c0: float = 0.0
+    _w0: float | None = None
+    waited: float | None = None
 
     def start(self, now: float) -> None:
         self._t0 = now
         self._c0 = cpu_seconds(self.pid)
+        self._w0 = run_queue_wait_seconds(self.pid)
 
     def stop(self, now: float) -> float:
         wall = now - self._t0
+        w1 = run_queue_wait_seconds(self.pid)
+        if self._w0 is not None and w1 is not None and wall > 0:
+            self.waited = (w1 - self._w0) / wall
         return (cpu_seconds(self.pid) - self._c0) / wall if wall > 0 else 0.0
 
 

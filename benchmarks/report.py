@@ -43,6 +43,25 @@ def ratio(amqpd: float | None, reference: float | None, higher_is_better: bool) 
     return amqpd / reference if higher_is_better else reference / amqpd
 
 
+def median_result(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One result from repeated runs of a scenario on one broker: every numeric metric is the median over the
+    runs that did not fail (the upper median for an even count); anything else is taken from the first of them.
+    All runs failed: the first failure."""
+    ok = [r for r in runs if "error" not in r]
+    if not ok:
+        return runs[0] if runs else {"error": "not run"}
+    if len(ok) == 1:
+        return ok[0]
+    out = dict(ok[0])
+    for key, value in ok[0].items():
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            values = sorted(r[key] for r in ok if isinstance(r.get(key), int | float) and r[key] is not None)
+            out[key] = values[len(values) // 2]
+    out["runs"] = len(ok)
+    out["failed_runs"] = len(runs) - len(ok)
+    return out
+
+
 def fmt_value(value: Any, unit: str) -> str:
     if value is None:
         return "-"
@@ -70,6 +89,10 @@ def _rss(res: dict[str, Any]) -> Any:
     return None
 
 
+def _waits(res: dict[str, Any]) -> str:
+    return f"{fmt_cpu(res.get('broker_cpu_wait'))}/{fmt_cpu(res.get('client_cpu_wait'))}"
+
+
 def table_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     names: list[str] = doc["targets"]
     compare = len(names) == 2
@@ -80,6 +103,7 @@ def table_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         f"broker CPU ({'/'.join(names)})",
         f"client CPU ({'/'.join(names)})",
         f"broker RSS ({'/'.join(names)})",
+        f"broker/client CPU wait ({'/'.join(names)})",
     ]
     rows: list[list[str]] = []
     for sc in doc["scenarios"]:
@@ -94,13 +118,36 @@ def table_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
                 row.append(" / ".join(fmt_cpu(results.get(n, {}).get("broker_cpu")) for n in names))
                 row.append(" / ".join(fmt_cpu(results.get(n, {}).get("client_cpu")) for n in names))
                 row.append(" / ".join(fmt_mib(_rss(results.get(n, {}))) for n in names))
+                row.append(" / ".join(_waits(results.get(n, {})) for n in names))
             else:
-                row += ["", "", ""]
+                row += ["", "", "", ""]
             rows.append(row)
         for n in names:
             err = results.get(n, {}).get("error")
             if err:
                 rows.append(["", f"{n} failed", err[:80], *[""] * (len(head) - 3)])
+    return head, rows
+
+
+def baseline_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Variant scenarios next to their baseline (both must be in the document): per broker and headline metric,
+    the two values and variant/baseline (> 1: the variant is faster, for a rate)."""
+    by_name = {sc["name"]: sc for sc in doc["scenarios"]}
+    head = ["scenario", "vs baseline", "broker", "metric", "variant", "baseline", "variant/baseline"]
+    rows: list[list[str]] = []
+    for sc in doc["scenarios"]:
+        base = by_name.get(sc.get("baseline") or "")
+        if base is None:
+            continue
+        first = True
+        for name in doc["targets"]:
+            for m in sc["headline"]:
+                v = sc["results"].get(name, {}).get(m["key"])
+                b = base["results"].get(name, {}).get(m["key"])
+                r = f"{v / b:.2f}" if v and b else "-"
+                row = [sc["name"] if first else "", base["name"] if first else "", name, m["key"]]
+                rows.append([*row, fmt_value(v, m["unit"]), fmt_value(b, m["unit"]), r])
+                first = False
     return head, rows
 
 
@@ -138,10 +185,17 @@ def markdown_document(doc: dict[str, Any]) -> str:
         f"- {CONVENTION}",
         "- CPU is a share of one core over the measurement window (200% = both cores); "
         "RSS is the broker's VmRSS",
+        "- CPU wait: share of the window the process was runnable but waiting for a core (/proc schedstat); "
+        "high values mean other work on the machine held it back",
         "",
         markdown_table(head, rows),
         "",
     ]
+    if doc.get("repeat", 1) > 1:
+        parts.insert(-3, f"- every value is the median of {doc['repeat']} interleaved runs")
+    pair_head, pair_rows = baseline_rows(doc)
+    if pair_rows:
+        parts += ["Variants next to their baseline scenario:", "", markdown_table(pair_head, pair_rows), ""]
     return "\n".join(parts)
 
 

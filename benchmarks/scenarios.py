@@ -74,9 +74,17 @@ class Scenario:
     description: str
     headline: tuple[Metric, ...]
     fn: ScenarioFn
+    # A variant of another scenario (same load, one broker-side difference): the report prints the two side by
+    # side with the ratio variant/baseline per headline metric, for every broker that ran both.
+    baseline: str | None = None
 
 
 RATE = "msg/s"
+
+# Far above anything a bounded run can queue (flow control holds a queue with consumers near 20,000 ready
+# messages), so the limit never drops a message: declaring it only moves the queue onto amqpd's "featured" code
+# path (and RabbitMQ's length-limit checks).
+NEVER_REACHED_MAX_LENGTH = 10_000_000
 
 
 def _base(target: Target, t: Timing, client: str, progress: bool, label: str) -> PerfConfig:
@@ -98,6 +106,18 @@ def perf_scenario(label: str, **overrides: Any) -> ScenarioFn:
         if cfg.consumers == 0 and not cfg.pmessages:
             cfg.pmessages = t.publish_cap // (1 if cfg.size <= 64 else 2)
         return await run_perf(cfg)
+
+    return fn
+
+
+def counting_unconsumed(inner: ScenarioFn) -> ScenarioFn:
+    """Add ``unconsumed``: published minus consumed after the drain period. 0 shows that a length limit meant
+    never to be reached dropped nothing (a drain cut short by its time bound would show up here too)."""
+
+    async def fn(target: Target, t: Timing, client: str, progress: bool) -> dict[str, Any]:
+        res = await inner(target, t, client, progress)
+        res["unconsumed"] = res["published"] - res["consumed"]
+        return res
 
     return fn
 
@@ -208,6 +228,8 @@ async def run_rpc(
             "reply_rate": (stats.consumed - w0[1]) / window_s if window_s > 0 else 0.0,
             "broker_cpu": cpu_b.stop(end) if cpu_b else None,
             "client_cpu": cpu_c.stop(end),
+            "broker_cpu_wait": cpu_b.waited if cpu_b else None,
+            "client_cpu_wait": cpu_c.waited,
             "broker_rss_end": rss_bytes(broker_pid) if broker_pid else 0,
         }
         result.update(latency_summary(stats.latencies_ns[w0[2] :]))
@@ -426,6 +448,20 @@ SCENARIOS: dict[str, Scenario] = {
             "1 publisher, 1 consumer, acks (multiple) at prefetch 1000, 16 B",
             (_rate(),),
             perf_scenario("1p1c-ack-p1000", ack="multiple", prefetch=1000),
+        ),
+        Scenario(
+            "1p1c-ack-p1000-maxlen",
+            "as 1p1c-ack-p1000, queue declared with an x-max-length that is never reached (featured queue)",
+            (_rate(),),
+            counting_unconsumed(
+                perf_scenario(
+                    "1p1c-ack-p1000-maxlen",
+                    ack="multiple",
+                    prefetch=1000,
+                    queue_arguments={"x-max-length": NEVER_REACHED_MAX_LENGTH},
+                )
+            ),
+            baseline="1p1c-ack-p1000",
         ),
         Scenario(
             "fanout-10",
