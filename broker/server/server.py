@@ -11,7 +11,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from broker.durability.journal import StoreJournal
-from broker.durability.recovery import recover
+from broker.durability.recovery import recover, stored_vhosts
 from broker.features.deadletter import dead_letter
 from broker.model.journal import NO_JOURNAL
 from broker.model.vhost import VHost
@@ -62,6 +62,16 @@ class Server:
     def _vhost_for(self, name: str) -> VHost:
         return self.vhosts.get(name) or self._new_vhost(name)
 
+    def add_vhost(self, name: str) -> VHost:
+        """A new, empty virtual host (recorded in the store, so it comes back after a restart); the existing one
+        when the name is taken."""
+        vhost = self.vhosts.get(name)
+        if vhost is None:
+            vhost = self._new_vhost(name)
+            if self.committer is not None:
+                self.committer.add_definition(VHostRecord(name, {}))
+        return vhost
+
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
         assert self._loop is not None, "Server.start() has not run"
@@ -89,9 +99,9 @@ class Server:
         self.committer.set_failure_callback(self._on_store_failure)
         self._message_ids = itertools.count(snapshot.next_message_id).__next__
         self.vhosts = {}
-        self._new_vhost(cfg.default_vhost)
-        if cfg.default_vhost not in snapshot.vhosts:
-            self.committer.add_definition(VHostRecord(cfg.default_vhost, {}))
+        for name in stored_vhosts(snapshot):
+            self._new_vhost(name)
+        self.add_vhost(cfg.default_vhost)
         n = recover(snapshot, self._vhost_for)
         log.info(
             "recovered %d exchanges, %d queues, %d bindings and %d messages from %s in %.2f s",
