@@ -548,3 +548,47 @@ def test_encode_content_sends_no_body_frame_for_an_empty_body() -> None:
 def test_encode_content_refuses_a_frame_max_without_room_for_a_body() -> None:
     with pytest.raises(ValueError):
         fc.encode_content(1, fc.encode_header_payload(1, commands.Basic.Properties()), b"x", 8)
+
+
+@FAST
+@given(
+    channels,
+    shortstrs,
+    pamqp_tags,
+    st.booleans(),
+    exchange_names,
+    shortstrs,
+    basic_properties(),
+    st.one_of(st.just(0), st.integers(1, 20000), st.sampled_from([4088, 4089, 8176, 8177])),
+    frame_maxes,
+    st.integers(0, 2**32),
+)
+def test_encode_delivery_is_deliver_then_content_as_pamqp_frames_them(
+    channel: int,
+    consumer_tag: str,
+    tag: int,
+    redelivered: bool,
+    exchange: str,
+    routing_key: str,
+    props: commands.Basic.Properties,
+    size: int,
+    frame_max: int,
+    seed: int,
+) -> None:
+    body = random.Random(seed).randbytes(size)
+    header_payload = pamqp_header_payload(size, props)
+    expected = pamqp_frame.marshal(
+        commands.Basic.Deliver(consumer_tag, tag, redelivered, exchange, routing_key), channel
+    ) + pamqp_content(channel, props, body, frame_max)
+    fast = fc.encode_delivery(
+        channel,
+        consumer_tag.encode(),
+        tag,
+        redelivered,
+        exchange.encode(),
+        routing_key.encode(),
+        header_payload,
+        body,
+        frame_max,
+    )
+    assert fast == expected

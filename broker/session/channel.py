@@ -211,31 +211,7 @@ class Channel:
             self.conn.want_confirm_flush(self)
 
     # ------------------------------------------------------------------ delivery (hot)
-    def deliver(self, consumer: ChannelConsumer, entry: Entry) -> None:
-        self.delivery_tag = tag = self.delivery_tag + 1
-        msg = entry.msg
-        entry.delivery_count += 1
-        send = self.proto.send
-        send(
-            fastcodec.encode_deliver(
-                self.number, consumer.tag_b, tag, entry.redelivered, msg.exchange_b, msg.routing_key_b
-            )
-        )
-        send(fastcodec.encode_content(self.number, msg.header, msg.body, self.proto.frame_max))
-        if consumer.no_ack:
-            if msg.msg_id:
-                entry.queue.forget(entry)
-        else:
-            consumer.unacked += 1
-            self._track_unacked(tag, entry, consumer)
-        transport = self.conn.transport
-        if transport is not None and transport.get_write_buffer_size():
-            # The consumer's socket is already backed up, so batching gains nothing: hand the delivery to the
-            # transport now, and its high-water mark parks the consumer after one message instead of after a
-            # whole read's worth of them (which would bound its buffer by read size x fan-out, not by the mark).
-            self.conn.flush()
-
-    def _track_unacked(self, tag: int, entry: Entry, consumer: ChannelConsumer | None) -> None:
+    def track_unacked(self, tag: int, entry: Entry, consumer: ChannelConsumer | None) -> None:
         self.unacked.add(tag, entry)
         entry.consumer = consumer
         msg_id = entry.msg.msg_id
@@ -370,7 +346,7 @@ class Channel:
         if m.no_ack:
             q.forget(entry)
             return
-        self._track_unacked(tag, entry, None)
+        self.track_unacked(tag, entry, None)
 
     def _basic_recover(self, m: commands.Basic.Recover) -> None:
         if not m.requeue:

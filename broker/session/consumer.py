@@ -6,6 +6,8 @@ import base64
 import os
 from typing import TYPE_CHECKING, Any
 
+from protocol import fastcodec
+
 if TYPE_CHECKING:
     from broker.model.queue import Entry, Queue
     from broker.session.channel import Channel
@@ -68,7 +70,37 @@ class ChannelConsumer:
         return not (ch.global_prefetch and ch.unacked.count >= ch.global_prefetch)
 
     def deliver(self, entry: Entry) -> None:
-        self.channel.deliver(self, entry)
+        """Send one delivery (hot: every message a consumer receives passes here)."""
+        ch = self.channel
+        ch.delivery_tag = tag = ch.delivery_tag + 1
+        msg = entry.msg
+        entry.delivery_count += 1
+        proto = ch.proto
+        proto.send(
+            fastcodec.encode_delivery(
+                ch.number,
+                self.tag_b,
+                tag,
+                entry.redelivered,
+                msg.exchange_b,
+                msg.routing_key_b,
+                msg.header,
+                msg.body,
+                proto.frame_max,
+            )
+        )
+        if self.no_ack:
+            if msg.msg_id:
+                entry.queue.forget(entry)
+        else:
+            self.unacked += 1
+            ch.track_unacked(tag, entry, self)
+        transport = ch.conn.transport
+        if transport is not None and transport.get_write_buffer_size():
+            # The consumer's socket is already backed up, so batching gains nothing: hand the delivery to the
+            # transport now, and its high-water mark parks the consumer after one message instead of after a
+            # whole read's worth of them (which would bound its buffer by read size x fan-out, not by the mark).
+            ch.conn.flush()
 
     def cancelled_by_server(self) -> None:
         self.channel.consumer_cancelled_by_server(self)
