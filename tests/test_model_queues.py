@@ -532,8 +532,3 @@ def test_queue_names_may_hold_any_other_character(amqp_url: str, loop_kind: str)
         assert body == b"m"
     finally:
         connection.close()
-
-
-@pytest.mark.skip(reason="a name over 255 bytes cannot be sent: it does not fit a shortstr, clients refuse it")
-def test_names_longer_than_255_bytes() -> None:
-    raise AssertionError("unreachable")
