@@ -82,9 +82,14 @@ class FakeConsumer:
     def bodies(self) -> list[bytes]:
         return [body for _tag, body, _red in self.log if _tag == self.tag]
 
+    def _unpark(self) -> None:
+        # As a channel does: only its live consumers (a cancelled one may still hold deliveries to settle).
+        if self in self.queue.consumers:
+            self.queue.unpark(self)
+
     def set_limit(self, limit: int | None) -> None:
         self.limit = limit
-        self.queue.unpark(self)
+        self._unpark()
 
     def ack(self, index: int = 0) -> Entry:
         """Settle the ``index``-th held delivery for good (basic.ack), then unpark as a channel does."""
@@ -92,7 +97,7 @@ class FakeConsumer:
         entry.consumer = None
         self.unacked -= 1
         self.queue.forget(entry)
-        self.queue.unpark(self)
+        self._unpark()
         return entry
 
     def requeue(self, indexes: list[int] | None = None) -> list[Entry]:
@@ -105,7 +110,7 @@ class FakeConsumer:
             e.consumer = None
         self.unacked -= len(entries)
         self.queue.requeue(entries)
-        self.queue.unpark(self)
+        self._unpark()
         return entries
 
 
