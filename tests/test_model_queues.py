@@ -13,8 +13,9 @@ from aiormq.exceptions import ChannelNotFoundEntity
 from pamqp import commands
 from pamqp.base import Frame
 
-from tests.amqp_helpers import ignore, raw_close, refused, unique
-from tests.helpers import CloseInfo, RawClient, wait_for
+from tests.support.amqp import ignore, raw_close, refused, unique
+from tests.support.raw_client import CloseInfo, RawClient
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 Connection = aio_pika.abc.AbstractConnection
