@@ -2,7 +2,7 @@
 
 Fixtures
 - `amqp_url`: the broker to talk to. ``AMQP_URL`` from the environment (an external broker, e.g. RabbitMQ) or
-  else a fresh in-process amqpd on 127.0.0.1 and a free port, run by `tests.helpers.ServerThread`.
+  else a fresh in-process amqpd on 127.0.0.1 and a free port, run by `tests.support.server_thread.ServerThread`.
 - `broker_server`: the `ServerThread` behind `amqp_url`, for tests that look inside amqpd; skips the test when
   ``AMQP_URL`` points elsewhere.
 - `loop_kind`: "asyncio" or "uvloop", the loop the in-process server runs on.
@@ -31,7 +31,8 @@ import aio_pika
 import pytest
 from pytest_asyncio import is_async_test
 
-from tests.helpers import DEFAULT_LOOP_KIND, LOOP_FACTORIES, LoopFactory, ServerThread
+from tests.support.loops import DEFAULT_LOOP_KIND, LOOP_FACTORIES, LoopFactory
+from tests.support.server_thread import ServerThread
 
 LEAK_DEADLINE = 5.0
 ASYNC_TEST_LOOP_SCOPE = "function"  # asyncio_default_test_loop_scope in pyproject.toml

@@ -18,7 +18,9 @@ from broker.server.cli import choose_loop, main
 from broker.server.config import Config
 from broker.server.healthcheck import check
 from broker.server.settings import ConfigError, check_url_for, env_name, flag_name, load_config, parse_invocation
-from tests.helpers import LOOP_FACTORIES, REPO_ROOT, AmqpdProcess, FakeBroker, free_port
+from tests.support.fake_broker import FakeBroker
+from tests.support.loops import LOOP_FACTORIES
+from tests.support.processes import REPO_ROOT, AmqpdProcess, free_port
 
 # A value for every Config field that differs from its default, as the string a user would type.
 NON_DEFAULT = {

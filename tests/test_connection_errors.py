@@ -24,7 +24,8 @@ import pytest
 from pamqp import body, commands, frame, header
 from pamqp.base import Frame
 
-from tests.helpers import CLIENT_CAPABILITIES, EOF, PROTOCOL_HEADER, CloseInfo, RawClient, ServerThread
+from tests.support.raw_client import CLIENT_CAPABILITIES, EOF, PROTOCOL_HEADER, CloseInfo, RawClient
+from tests.support.server_thread import ServerThread
 
 pytestmark = pytest.mark.integration
 

@@ -19,15 +19,10 @@ from pamqp import commands
 from broker.server.config import Config
 from broker.server.server import Server
 from broker.session.connection import is_loopback_peer
-from tests.helpers import (
-    CLIENT_CAPABILITIES,
-    PROTOCOL_HEADER,
-    AmqpdProcess,
-    CloseInfo,
-    RawClient,
-    ServerThread,
-    wait_for,
-)
+from tests.support.processes import AmqpdProcess
+from tests.support.raw_client import CLIENT_CAPABILITIES, PROTOCOL_HEADER, CloseInfo, RawClient
+from tests.support.server_thread import ServerThread
+from tests.support.waiting import wait_for
 
 EXTERNAL = bool(os.environ.get("AMQP_URL"))
 CHANNELS = 10

@@ -22,7 +22,9 @@ from pamqp.common import FieldTable
 from broker.server.config import Config
 from broker.server.settings import ConfigError, load_config
 from broker.session.consumer_timeout import DeliveryAges, timeout_text
-from tests.helpers import AnyFrame, RawClient, ServerThread, wait_for, wait_until
+from tests.support.raw_client import AnyFrame, RawClient
+from tests.support.server_thread import ServerThread
+from tests.support.waiting import wait_for, wait_until
 
 TIMEOUT_MS = 300
 EXTERNAL = bool(os.environ.get("AMQP_URL"))

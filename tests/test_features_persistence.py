@@ -10,9 +10,10 @@ import pika
 import pytest
 
 from broker.server.config import Config
-from tests.amqp_helpers import uniq
 from tests.conftest import external_url
-from tests.helpers import ServerThread, wait_until
+from tests.support.amqp import uniq
+from tests.support.server_thread import ServerThread
+from tests.support.waiting import wait_until
 
 pytestmark = [
     pytest.mark.integration,

@@ -10,8 +10,8 @@ import aio_pika
 import pytest
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 
-from tests.amqp_helpers import drain, ignore, uniq
-from tests.helpers import wait_for
+from tests.support.amqp import drain, ignore, uniq
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,10 @@ import pika
 import pytest
 from pamqp import commands
 
-from tests.helpers import IDLE, LOOP_FACTORIES, RawClient, ServerThread, wait_for
+from tests.support.loops import LOOP_FACTORIES
+from tests.support.raw_client import RawClient
+from tests.support.server_thread import IDLE, ServerThread
+from tests.support.waiting import wait_for
 
 
 def running_loop_kind() -> str:

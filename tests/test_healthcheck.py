@@ -1,6 +1,6 @@
 """The health check does a full AMQP handshake and reports clearly when any step fails.
 
-Most tests talk to `tests.helpers.FakeBroker`, a small AMQP peer built on pamqp that plays the broker's side
+Most tests talk to `tests.support.fake_broker.FakeBroker`, a small AMQP peer built on pamqp that plays the broker's side
 of the handshake and can be told to misbehave; the integration tests at the end talk to the real broker.
 """
 
@@ -15,7 +15,9 @@ import pytest
 from pamqp import commands
 
 from broker.server.healthcheck import check, main, parse_url
-from tests.helpers import FakeBroker, free_port, wait_until
+from tests.support.fake_broker import FakeBroker
+from tests.support.processes import free_port
+from tests.support.waiting import wait_until
 
 
 @pytest.fixture

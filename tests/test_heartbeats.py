@@ -15,7 +15,9 @@ import pika
 import pytest
 from pamqp import heartbeat
 
-from tests.helpers import RawClient, ServerThread, wait_for
+from tests.support.raw_client import RawClient
+from tests.support.server_thread import ServerThread
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -7,8 +7,8 @@ import pika
 import pytest
 from pamqp import commands
 
-from tests.amqp_helpers import uniq
-from tests.helpers import CloseInfo
+from tests.support.amqp import uniq
+from tests.support.raw_client import CloseInfo
 from tests.test_messaging_consume import (
     Client,
     cancel,

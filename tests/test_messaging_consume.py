@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from collections import deque
 from typing import Any, NamedTuple, TypeVar
 
@@ -12,12 +11,13 @@ import pika
 import pytest
 from pamqp import body, commands, header, heartbeat
 
-from tests.amqp_helpers import uniq
-from tests.helpers import AnyFrame, CloseInfo, RawClient, ServerThread, wait_for, wait_until
+from tests.support.amqp import uniq
+from tests.support.raw_client import AnyFrame, CloseInfo, RawClient
+from tests.support.server_thread import ServerThread
+from tests.support.waiting import wait_for, wait_until
 
 pytestmark = pytest.mark.integration
 
-EXTERNAL = bool(os.environ.get("AMQP_URL"))
 T = TypeVar("T")
 
 
@@ -521,13 +521,3 @@ def test_channel_flow_off_pauses_deliveries_and_on_resumes_them(broker_server: S
         assert client.expect(1, commands.Channel.FlowOk).active is True
         assert [read_delivery(client).body for _ in range(3)] == [b"m0", b"m1", b"m2"]
         client.close_connection()
-
-
-def test_rabbitmq_refuses_channel_flow_off(amqp_url: str, loop_kind: str) -> None:
-    if not EXTERNAL:
-        pytest.skip("documents RabbitMQ's answer; amqpd implements channel.flow (see the test above)")
-    with Client.open(amqp_url) as client:
-        client.open_channel(1)
-        client.send_method(1, commands.Channel.Flow(active=False))
-        info = client.read_until_close()
-        assert info == CloseInfo("connection", 540, "NOT_IMPLEMENTED - active=false", 20, 20, 0)

@@ -9,8 +9,9 @@ import asyncio
 import aio_pika
 import pytest
 
-from tests.amqp_helpers import uniq
-from tests.helpers import ServerThread, wait_for
+from tests.support.amqp import uniq
+from tests.support.server_thread import ServerThread
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -11,8 +11,10 @@ import pytest
 from pamqp import body, commands, header
 
 from broker.server.config import Config
-from tests.amqp_helpers import uniq
-from tests.helpers import AnyFrame, CloseInfo, RawClient, ServerThread, wait_for
+from tests.support.amqp import uniq
+from tests.support.raw_client import AnyFrame, CloseInfo, RawClient
+from tests.support.server_thread import ServerThread
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -12,8 +12,10 @@ import pytest
 from pamqp import commands
 
 from broker.server.config import Config
-from tests.amqp_helpers import uniq
-from tests.helpers import CloseInfo, ServerThread, wait_for
+from tests.support.amqp import uniq
+from tests.support.raw_client import CloseInfo
+from tests.support.server_thread import ServerThread
+from tests.support.waiting import wait_for
 from tests.test_messaging_consume import (
     Client,
     consume,

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import aio_pika
 import pytest
 
-from tests.amqp_helpers import drain, refused, unique
+from tests.support.amqp import drain, refused, unique
 
 pytestmark = pytest.mark.integration
 Connection = aio_pika.abc.AbstractConnection

@@ -15,8 +15,8 @@ from aiormq.exceptions import ChannelNotFoundEntity
 from pamqp import commands
 from pamqp.base import Frame
 
-from tests.amqp_helpers import raw_close, refused, unique
-from tests.helpers import CloseInfo, RawClient
+from tests.support.amqp import raw_close, refused, unique
+from tests.support.raw_client import CloseInfo, RawClient
 
 pytestmark = pytest.mark.integration
 

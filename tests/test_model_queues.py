@@ -13,8 +13,9 @@ from aiormq.exceptions import ChannelNotFoundEntity
 from pamqp import commands
 from pamqp.base import Frame
 
-from tests.amqp_helpers import ignore, raw_close, refused, unique
-from tests.helpers import CloseInfo, RawClient, wait_for
+from tests.support.amqp import ignore, raw_close, refused, unique
+from tests.support.raw_client import CloseInfo, RawClient
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 Connection = aio_pika.abc.AbstractConnection
@@ -532,8 +533,3 @@ def test_queue_names_may_hold_any_other_character(amqp_url: str, loop_kind: str)
         assert body == b"m"
     finally:
         connection.close()
-
-
-@pytest.mark.skip(reason="a name over 255 bytes cannot be sent: it does not fit a shortstr, clients refuse it")
-def test_names_longer_than_255_bytes() -> None:
-    raise AssertionError("unreachable")

@@ -9,7 +9,7 @@ import pytest
 from aiormq.exceptions import PublishError
 from pamqp import commands
 
-from tests.amqp_helpers import drain, unique
+from tests.support.amqp import drain, unique
 
 pytestmark = pytest.mark.integration
 Connection = aio_pika.abc.AbstractConnection

@@ -17,7 +17,8 @@ import pika.exceptions
 import pytest
 from pamqp import commands
 
-from tests.helpers import AmqpdProcess, RawClient
+from tests.support.processes import AmqpdProcess
+from tests.support.raw_client import RawClient
 
 SHUTDOWN_TEXT = "CONNECTION_FORCED - broker forced connection closure with reason 'shutdown'"
 

@@ -13,7 +13,9 @@ import pytest
 from pamqp import commands
 
 from broker.server.config import Config
-from tests.helpers import RawClient, ServerThread, wait_until
+from tests.support.raw_client import RawClient
+from tests.support.server_thread import ServerThread
+from tests.support.waiting import wait_until
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from aiormq.exceptions import (
 from pamqp import commands
 from pamqp.base import Frame
 
-from tests.helpers import CloseInfo, RawClient
+from tests.support.raw_client import CloseInfo, RawClient
 
 # aiormq raises these subclasses with only the reply text in args; the code is implied by the class.
 CHANNEL_ERROR_CODES: dict[type[ChannelClosed], int] = {

@@ -1,0 +1,1 @@
+"""Test utilities, one module per purpose (see README.md, "Testing")."""
