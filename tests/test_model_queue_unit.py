@@ -440,6 +440,7 @@ def test_dispatch_releases_blocked_publishers_at_the_low_mark(arguments: dict[st
     c.ack()  # a fourth: 2 ready
     assert q.message_count == 2
     assert publisher.unthrottled == 1
+    assert publisher.released_by == [q]
     assert q.flow_blocked is None
     c.set_limit(None)
     assert publisher.unthrottled == 1
@@ -488,11 +489,6 @@ def test_blocked_publishers_are_released_by_get_purge_last_consumer_and_delete(a
     assert all(s.unthrottled == 1 for s in sessions)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Queue._on_expiry_timer/_expire never call release_publishers: a backlog drained by expiry keeps its "
-    "publishers paused until FLOW_MAX_PAUSE",
-)
 def test_expiry_that_drains_the_queue_releases_blocked_publishers() -> None:
     # A consumed TTL queue whose consumer cannot keep up: its backlog paused a publisher, then the messages
     # expire (the expiry timer drains the queue, no dispatch happens).

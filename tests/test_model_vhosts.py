@@ -8,8 +8,9 @@ import aio_pika
 import pytest
 from aiormq.exceptions import ChannelNotFoundEntity
 
-from tests.amqp_helpers import uniq
-from tests.helpers import ServerThread, wait_for
+from tests.support.amqp import uniq
+from tests.support.server_thread import ServerThread
+from tests.support.waiting import wait_for
 
 
 @pytest.fixture

@@ -36,7 +36,7 @@ class RecordingProto:
         self.out += data
 
     def send_method(self, channel: int, method: Any) -> None:
-        self.out += fastcodec.method_frame(channel, method)
+        self.out += pamqp_frame.marshal(method, channel)
 
     def take(self) -> list[Any]:
         """Every frame sent since the last call, decoded (channel numbers checked to be 1)."""
@@ -104,7 +104,7 @@ class FakeConnection:
     def throttle(self, queue: Queue) -> None:
         self.throttled.append(queue)
 
-    def unthrottle(self) -> None:
+    def unthrottle(self, queue: Queue) -> None:
         pass
 
     def hold_output_until_durable(self) -> None:
@@ -164,7 +164,7 @@ def test_publish_to_a_consumed_queue_delivers_with_increasing_tags(ch: Channel) 
     for i in range(3):
         publish(ch, b"m%d" % i)
     assert deliveries(ch) == [(1, False, b"m0"), (2, False, b"m1"), (3, False, b"m2")]
-    assert ch.unacked_count == 3
+    assert ch.unacked.count == 3
 
 
 def test_ack_multiple_settles_everything_up_to_the_tag(ch: Channel, conn: FakeConnection) -> None:
@@ -173,11 +173,11 @@ def test_ack_multiple_settles_everything_up_to_the_tag(ch: Channel, conn: FakeCo
         publish(ch, b"m%d" % i)
     deliveries(ch)
     ch.ack(2, multiple=True)
-    assert sorted(ch.unacked) == [3, 4]
+    assert sorted(ch.unacked.by_tag) == [3, 4]
     ch.ack(4, multiple=False)
-    assert sorted(ch.unacked) == [3]
+    assert sorted(ch.unacked.by_tag) == [3]
     ch.ack(0, multiple=True)  # tag 0 with multiple: everything outstanding
-    assert ch.unacked == {} and ch.unacked_count == 0
+    assert ch.unacked.by_tag == {} and ch.unacked.count == 0
     assert conn.vhost.queues["q"].message_count == 0
 
 
@@ -192,7 +192,7 @@ def test_nack_with_requeue_redelivers_and_reject_drops(ch: Channel, conn: FakeCo
     ch.reject(4, requeue=True)
     assert deliveries(ch) == [(5, True, b"m1")]
     ch.nack(5, multiple=False, requeue=False)
-    assert ch.unacked == {}
+    assert ch.unacked.by_tag == {}
     assert conn.vhost.queues["q"].message_count == 0
 
 

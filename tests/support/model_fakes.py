@@ -26,9 +26,11 @@ class FakeSession:
     def __init__(self, name: str = "session") -> None:
         self.name = name
         self.unthrottled = 0
+        self.released_by: list[Queue] = []  # the queue named by each unthrottle
 
-    def unthrottle(self) -> None:
+    def unthrottle(self, queue: Queue) -> None:
         self.unthrottled += 1
+        self.released_by.append(queue)
 
     def __repr__(self) -> str:
         return f"<FakeSession {self.name}>"

@@ -416,6 +416,8 @@ class Queue:
         for e in expired:
             self.ready_bytes -= len(e.msg.body)
         self._discard(expired, EXPIRED)
+        if self.flow_blocked is not None and len(self.ready) <= self.flow_low:
+            self.release_publishers()
         return len(expired)
 
     def _arm_expiry(self) -> None:
