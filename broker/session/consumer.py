@@ -69,8 +69,8 @@ class ChannelConsumer:
             return False
         return not (ch.global_prefetch and ch.unacked.count >= ch.global_prefetch)
 
-    def deliver(self, entry: Entry) -> None:
-        """Send one delivery (hot: every message a consumer receives passes here)."""
+    def deliver(self, entry: Entry) -> bool:
+        """Send one delivery (hot: every message a consumer receives passes here); returns ``has_capacity()``."""
         ch = self.channel
         ch.delivery_tag = tag = ch.delivery_tag + 1
         msg = entry.msg
@@ -94,13 +94,24 @@ class ChannelConsumer:
                 entry.queue.forget(entry)
         else:
             self.unacked += 1
-            ch.track_unacked(tag, entry, self)
+            ch.unacked.add(tag, entry)
+            entry.consumer = self
+            if msg.msg_id and entry.delivery_count == 1:
+                ch.mark_delivered(entry)
         transport = ch.conn.transport
         if transport is not None and transport.get_write_buffer_size():
             # The consumer's socket is already backed up, so batching gains nothing: hand the delivery to the
             # transport now, and its high-water mark parks the consumer after one message instead of after a
             # whole read's worth of them (which would bound its buffer by read size x fan-out, not by the mark).
             ch.conn.flush()
+        # has_capacity(), inlined: this runs once per delivery
+        if not ch.deliverable:
+            return False
+        if self.no_ack:
+            return True
+        if self.prefetch and self.unacked >= self.prefetch:
+            return False
+        return not (ch.global_prefetch and ch.unacked.count >= ch.global_prefetch)
 
     def cancelled_by_server(self) -> None:
         self.channel.consumer_cancelled_by_server(self)

@@ -70,12 +70,13 @@ class FakeConsumer:
     def has_capacity(self) -> bool:
         return self.limit is None or self.unacked < self.limit
 
-    def deliver(self, entry: Entry) -> None:
+    def deliver(self, entry: Entry) -> bool:
         entry.delivery_count += 1
         entry.consumer = self
         self.unacked += 1
         self.held.append(entry)
         self.log.append((self.tag, entry.msg.body, entry.redelivered))
+        return self.has_capacity()
 
     def cancelled_by_server(self) -> None:
         self.cancelled = True

@@ -206,8 +206,7 @@ class Queue:
                 continue
             e = ready.popleft()
             self.ready_bytes -= len(e.msg.body)
-            consumer.deliver(e)
-            if consumer.has_capacity():
+            if consumer.deliver(e):
                 active.append(consumer)
             else:
                 consumer.parked = True
