@@ -104,14 +104,7 @@ class ChannelConsumer:
             # transport now, and its high-water mark parks the consumer after one message instead of after a
             # whole read's worth of them (which would bound its buffer by read size x fan-out, not by the mark).
             ch.conn.flush()
-        # has_capacity(), inlined: this runs once per delivery
-        if not ch.deliverable:
-            return False
-        if self.no_ack:
-            return True
-        if self.prefetch and self.unacked >= self.prefetch:
-            return False
-        return not (ch.global_prefetch and ch.unacked.count >= ch.global_prefetch)
+        return self.has_capacity()
 
     def cancelled_by_server(self) -> None:
         self.channel.consumer_cancelled_by_server(self)
