@@ -505,11 +505,14 @@ class AMQPConnection:
         raise ConnectionError_(CHANNEL_ERROR, "expected 'channel.open'", *split_method_id(mid))
 
     def _closing_channel_method(self, channel: int, mid: int) -> None:
-        """We closed this channel: drop everything but Close / Close-Ok (spec 2.3.6, RabbitMQ does the same)."""
+        """We closed this channel: drop everything but Close / Close-Ok (spec 2.3.6, RabbitMQ does the same).
+
+        A Close here crossed ours on the wire (the client closed the channel while our Close was in flight): it
+        gets its Close-Ok, and the channel stays ours to discard until the Close-Ok for *our* Close arrives, which
+        the client sends next. Freeing it now would turn that Close-Ok into a frame on an unopened channel (504)."""
         if mid == CHANNEL_CLOSE_OK_ID:
             del self.channels[channel]
         elif mid == CHANNEL_CLOSE_ID:
-            del self.channels[channel]
             self.send_method(channel, commands.Channel.CloseOk())
 
     def _channel_method(self, channel: int, chan: _Channel, method: Frame) -> None:
@@ -634,6 +637,9 @@ class AMQPConnection:
             self.state = CLOSED
             self.handler.on_close()
         elif mid == CONNECTION_CLOSE_ID:
+            # The client's Close crossed ours: spec (connection.close) says answer it with Close-Ok, and both
+            # sides are then done; its Close-Ok for our Close, if it still sends one, is read and discarded by
+            # the I/O shell's lingering close. (RabbitMQ 3.10 ignores the crossing Close and waits for Close-Ok.)
             self.send_method(0, commands.Connection.CloseOk())
             self.state = CLOSED
             self.handler.on_close()

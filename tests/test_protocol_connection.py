@@ -177,6 +177,47 @@ def test_channel_error_closes_only_the_channel_and_discards_until_close_ok() -> 
     del ch, close
 
 
+def sent_names(conn: AMQPConnection) -> list[tuple[int, str]]:
+    return [(ch, f.name) for ch, f in decode_all(conn.data_to_send())]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_channel_close_crossing_ours_gets_close_ok_and_the_channel_awaits_the_close_ok_to_ours(mode: str) -> None:
+    conn, rec = open_conn()
+    conn.receive_data(m(1, commands.Channel.Open()))
+    conn.data_to_send()
+    rec.raise_on_method = ChannelError(404, "no queue 'q' in vhost '/'")
+    # The client closes channel 1 before it sees the Close our 404 sends: the two Closes cross on the wire.
+    crossing = (
+        m(1, commands.Queue.Purge(queue="q"))
+        + m(1, commands.Channel.Close(reply_code=200, reply_text="bye", class_id=0, method_id=0))
+        + m(1, commands.Queue.Purge(queue="q"))  # still discarded: the channel awaits the Close-Ok to ours
+    )
+    feed(conn, crossing, mode)
+    assert sent_names(conn) == [(1, "Channel.Close"), (1, "Channel.CloseOk")]
+    assert rec.calls.count(("closed", 1)) == 1
+    rec.raise_on_method = None
+    feed(conn, m(1, commands.Channel.CloseOk()) + m(1, commands.Channel.Open()), mode)
+    assert conn.state == RUNNING  # the Close-Ok was not taken for a frame on an unopened channel (504)
+    assert sent_names(conn) == [(1, "Channel.OpenOk")]
+    assert rec.calls.count(("open", 1)) == 2
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_connection_close_crossing_ours_gets_close_ok_and_ends_the_connection(mode: str) -> None:
+    conn, rec = open_conn()
+    conn.data_to_send()
+    crossing = (
+        m(5, commands.Basic.Qos())  # channel 5 was never opened: 504, a connection error
+        + m(0, commands.Connection.Close(reply_code=200, reply_text="bye", class_id=0, method_id=0))
+        + m(0, commands.Connection.CloseOk())  # the client's answer to our Close, once it has seen it
+    )
+    feed(conn, crossing, mode)
+    assert sent_names(conn) == [(0, "Connection.Close"), (0, "Connection.CloseOk")]
+    assert conn.state == CLOSED
+    assert rec.calls.count(("close",)) == 1
+
+
 def test_channel_error_reply_carries_code_text_and_method_ids() -> None:
     conn, rec = open_conn()
     conn.receive_data(m(1, commands.Channel.Open()))

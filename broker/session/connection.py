@@ -19,7 +19,7 @@ from pamqp.base import Frame
 from broker.model.queue import Queue
 from broker.session.channel import Channel
 from broker.session.flow import STORE_BEHIND, FlowControl
-from protocol.connection import RUNNING, AMQPConnection
+from protocol.connection import CLOSED, CLOSING, RUNNING, AMQPConnection
 from protocol.errors import NOT_ALLOWED, ConnectionError_
 from protocol.framing import ProtocolHeaderMismatch
 
@@ -32,6 +32,12 @@ log = logging.getLogger("amqpd.connection")
 WRITE_HIGH_WATER = 1024 * 1024
 WRITE_LOW_WATER = 256 * 1024
 CLOSE_OK_TIMEOUT = 3.0
+# Seconds a finished connection keeps reading, and discarding, what the peer still sends before the socket closes.
+# Closing a socket with unread bytes in its receive buffer (or receiving more after the close) makes the kernel
+# send RST, and a client that pipelined publishes behind its Close, or whose frames crossed ours, would see
+# ECONNRESET instead of the Close-Ok it is owed. So, as careful servers do: stop processing, send our last
+# bytes, half-close (FIN), and drain until the peer's EOF or this bound.
+LINGER_TIMEOUT = 2.0
 YIELD_AFTER_BYTES = 32 * 1024
 FLOW_MAX_PAUSE = 0.05  # seconds a publisher stays paused by one queue's backlog before it is read again
 
@@ -79,7 +85,11 @@ class BrokerConnection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._close_timer: asyncio.TimerHandle | None = None
         self._handshake_timer: asyncio.TimerHandle | None = None
-        self._closing = False
+        self._linger_timer: asyncio.TimerHandle | None = None
+        self._draining = False  # a close is under way: read (to find Close-Ok, or to discard) whatever the flow
+        self.lingering = False  # the AMQP connection is over; reading only to discard, until the peer's EOF
+        self._write_closed = False  # our side is half-closed (write_eof) or being closed: write nothing more
+        self.discarded_bytes = 0  # read and thrown away while lingering
         self._heartbeat_started = False
         self.published_persistent = False  # paused when the store falls behind
         self._held: list[bytes] | None = None  # output waiting for the store (see hold_output_until_durable)
@@ -102,19 +112,22 @@ class BrokerConnection(asyncio.Protocol):
         self._handshake_timer = self.loop.call_later(self.server.config.handshake_timeout, self._handshake_timeout)
 
     def data_received(self, data: bytes) -> None:
+        if self.lingering:
+            self.discarded_bytes += len(data)
+            return
         self._received = True
         self._in_receive = True
         try:
             self.proto.receive_data(data)
         except ProtocolHeaderMismatch:
             log.info("%s: not an AMQP 0-9-1 client; sent our protocol header and closing", self.peer)
-            self._close_after_flush()
+            self._linger()
         finally:
             self._in_receive = False
         if self.proto.state == RUNNING and not self._heartbeat_started:
             self._start_heartbeat()
         self.flush()
-        if len(data) >= YIELD_AFTER_BYTES and self.transport is not None:
+        if len(data) >= YIELD_AFTER_BYTES and self.transport is not None and not self._draining:
             # libuv (and asyncio's selector loop, to a lesser degree) keeps reading a busy socket many times per
             # loop turn; a flat-out publisher would then starve the consumers whose acks free prefetch capacity.
             # Skip one turn so every other connection is read before this one again.
@@ -126,12 +139,16 @@ class BrokerConnection(asyncio.Protocol):
             self.transport.resume_reading()
 
     def eof_received(self) -> bool | None:
+        # The peer is done writing: whether we were lingering or it left without a Close, the transport now
+        # closes once our own last bytes are out (returning False asks for exactly that).
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
-        for timer in (self._timer, self._close_timer, self._handshake_timer):
+        for timer in (self._timer, self._close_timer, self._handshake_timer, self._linger_timer):
             if timer is not None:
                 timer.cancel()
+        if self.discarded_bytes:
+            log.debug("%s: discarded %d bytes received after the close", self.peer, self.discarded_bytes)
         self._release_all()
         self.server.connections.discard(self)
         self.transport = None
@@ -171,11 +188,15 @@ class BrokerConnection(asyncio.Protocol):
                 self._held.append(data)
             return
         transport = self.transport
-        if data and transport is not None and not transport.is_closing():
+        if data and transport is not None and not self._write_closed and not transport.is_closing():
             transport.write(data)
             self._sent = True
-        if self.proto.state == "closing" and self._close_timer is None and transport is not None:
-            self._close_timer = self.loop.call_later(CLOSE_OK_TIMEOUT, self._abort)
+        if self.lingering:
+            self._close_write_side()  # our last bytes are queued: FIN follows them
+        elif self.proto.state == CLOSING and self._close_timer is None and transport is not None:
+            # We sent Connection.Close: keep reading, whatever paused it, or its Close-Ok could never arrive.
+            self._close_timer = self.loop.call_later(CLOSE_OK_TIMEOUT, self._close_ok_timeout)
+            self._drain()
 
     def hold_output_until_durable(self) -> None:
         """Write nothing more until everything handed to the store so far is durable.
@@ -197,7 +218,7 @@ class BrokerConnection(asyncio.Protocol):
             return
         held, self._held = self._held, None
         transport = self.transport
-        if held and transport is not None and not transport.is_closing():
+        if held and transport is not None and not self._write_closed and not transport.is_closing():
             transport.write(b"".join(held))
             self._sent = True
         self.flush()  # then whatever was queued after the hold
@@ -243,7 +264,7 @@ class BrokerConnection(asyncio.Protocol):
         return self.flow.pauses
 
     def _update_reading(self) -> None:
-        paused = self.flow.paused
+        paused = self.flow.paused and not self._draining
         transport = self.transport
         if transport is None or paused == self.reading_paused:
             return
@@ -253,14 +274,62 @@ class BrokerConnection(asyncio.Protocol):
         else:
             transport.resume_reading()
 
-    def _close_after_flush(self) -> None:
-        self._closing = True
-        self.flush()
-        if self.transport is not None:
-            self.transport.close()
+    # ------------------------------------------------------------------ closing
+    def _drain(self) -> None:
+        """From now on read whatever arrives, flow control notwithstanding: a closing connection processes
+        nothing that could need pausing, and unread bytes would turn our close into a reset."""
+        if self._draining:
+            return
+        self._draining = True
+        self._update_reading()
+        if self.transport is not None and not self.reading_paused:
+            self.transport.resume_reading()  # also undoes a yield pause (see data_received)
 
-    def _abort(self) -> None:
+    def _linger(self) -> None:
+        """The AMQP connection is over (Close-Ok sent or received, or nothing more to say): send what is left,
+        half-close, and discard input until the peer's EOF or LINGER_TIMEOUT, then close."""
+        if self.lingering:
+            return
+        self.lingering = True
+        for timer in (self._timer, self._close_timer, self._handshake_timer):
+            if timer is not None:
+                timer.cancel()
+        self._timer = self._close_timer = self._handshake_timer = None
+        self._release_all()
+        transport = self.transport
+        if transport is None:
+            return
+        self._linger_timer = self.loop.call_later(LINGER_TIMEOUT, self._linger_expired)
+        self._drain()
+        if not self._in_receive:  # else data_received flushes (and so half-closes) when the frames are handled
+            self.flush()
+
+    def _close_write_side(self) -> None:
+        if self._write_closed or self._held is not None:
+            return  # already done, or our last bytes still wait for the store (_release_held flushes again)
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        self._write_closed = True
+        if transport.can_write_eof():
+            transport.write_eof()  # sent once the write buffer is empty
+        else:
+            transport.close()  # no half-close on this transport (TLS): the best left is to close after the flush
+
+    def _close_ok_timeout(self) -> None:
+        self._close_timer = None
+        log.info("%s: no Close-Ok within %.0f s; closing", self.peer, CLOSE_OK_TIMEOUT)
+        self._linger()
+
+    def _linger_expired(self) -> None:
+        self._linger_timer = None
         if self.transport is not None:
+            log.info(
+                "%s: peer still sending %.0f s after the close (%d bytes discarded); closing",
+                self.peer,
+                LINGER_TIMEOUT,
+                self.discarded_bytes,
+            )
             self.transport.close()
 
     # ------------------------------------------------------------------ timers
@@ -349,11 +418,7 @@ class BrokerConnection(asyncio.Protocol):
         self.channels[channel].reject(delivery_tag, requeue)
 
     def on_close(self) -> None:
-        self._release_all()
-        if self._in_receive:
-            self.loop.call_soon(self._close_after_flush)
-        else:
-            self._close_after_flush()
+        self._linger()
 
     # ------------------------------------------------------------------ teardown
     def _release_all(self) -> None:
@@ -370,11 +435,15 @@ class BrokerConnection(asyncio.Protocol):
 
     def close(self, code: int, text: str) -> None:
         """Server-initiated close (shutdown, operator)."""
-        if self.proto.state == RUNNING:
+        state = self.proto.state
+        if state == RUNNING:
             self.proto.close(code, text)
             self.flush()
-        elif self.transport is not None:
-            self.transport.close()
+        elif state != CLOSING and not self.lingering:
+            # Still in the handshake: no Connection.Close to send (RabbitMQ just hangs up), but the peer may be
+            # mid-write, so the socket closes the careful way all the same.
+            self.proto.state = CLOSED
+            self._linger()
 
     def stats(self) -> tuple[int, int]:
         return len(self.channels), sum(len(ch.consumers) for ch in self.channels.values())

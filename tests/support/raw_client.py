@@ -64,6 +64,9 @@ class FramedSocket:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.buffer = bytearray()
+        # A reset reads as EOF by default (a test about *what* the broker says need not care how it hung up);
+        # tests about *how* a connection ends set this to False, so ECONNRESET raises ConnectionResetError.
+        self.reset_is_eof = True
 
     def __enter__(self: S) -> S:
         return self
@@ -94,6 +97,8 @@ class FramedSocket:
             try:
                 chunk = self.sock.recv(65536)
             except ConnectionResetError:
+                if not self.reset_is_eof:
+                    raise
                 return False
             if not chunk:
                 return False
