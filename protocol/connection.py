@@ -629,6 +629,11 @@ class AMQPConnection:
             commands.Connection.Close(reply_code=code, reply_text=text, class_id=class_id, method_id=method_id),
         )
 
+    def abandon(self) -> None:
+        """Stop here without a close handshake (the I/O shell hangs up on a handshake that stalled or that a
+        shutdown interrupts): every later byte is ignored. The handler is not called back."""
+        self.state = CLOSED
+
     def _closing_frame(self, ftype: int, channel: int, payload: bytes) -> None:
         if ftype != FRAME_METHOD or channel != 0 or len(payload) < 4:
             return

@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 import aio_pika
+import pika
 import pytest
 from pamqp import body, commands, frame, header
 from pamqp.base import Frame
@@ -323,3 +324,15 @@ async def test_aio_pika_closes_many_connections_at_once_while_publishing(amqp_ur
 
     await asyncio.gather(*(publish_then_close(c) for c in connections))
     assert all(c.is_closed for c in connections)
+
+
+@pytest.mark.integration
+def test_pika_publishes_a_burst_and_closes_without_waiting(amqp_url: str, loop_kind: str) -> None:
+    # pika's BlockingConnection is not thread-safe, so "two threads closing one connection" is not a thing a pika
+    # user may do; its pipelining is: publishes sit in its output buffer and Close goes out right behind them.
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    channel = connection.channel()
+    for _ in range(PUBLISHES):
+        channel.basic_publish(exchange="", routing_key=NOWHERE, body=b"x")
+    connection.close()
+    assert connection.is_closed

@@ -19,7 +19,7 @@ from pamqp.base import Frame
 from broker.model.queue import Queue
 from broker.session.channel import Channel
 from broker.session.flow import STORE_BEHIND, FlowControl
-from protocol.connection import CLOSED, CLOSING, RUNNING, AMQPConnection
+from protocol.connection import CLOSING, RUNNING, AMQPConnection
 from protocol.errors import NOT_ALLOWED, ConnectionError_
 from protocol.framing import ProtocolHeaderMismatch
 
@@ -341,7 +341,8 @@ class BrokerConnection(asyncio.Protocol):
                 self.peer,
                 self.server.config.handshake_timeout,
             )
-            self.transport.close()
+            self.proto.abandon()
+            self._linger()  # a stalled handshake may still be trickling in
 
     def _start_heartbeat(self) -> None:
         self._heartbeat_started = True
@@ -442,7 +443,7 @@ class BrokerConnection(asyncio.Protocol):
         elif state != CLOSING and not self.lingering:
             # Still in the handshake: no Connection.Close to send (RabbitMQ just hangs up), but the peer may be
             # mid-write, so the socket closes the careful way all the same.
-            self.proto.state = CLOSED
+            self.proto.abandon()
             self._linger()
 
     def stats(self) -> tuple[int, int]:
