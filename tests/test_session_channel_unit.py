@@ -91,6 +91,16 @@ class FakeConnection:
         self.published_persistent = False
         self.throttled: list[Queue] = []
         self._confirm: list[Channel] = []
+        self.posted: list[Callable[[], None]] = []  # notifications waiting for the current reply
+
+    def after_reply(self, notify: Callable[[], None]) -> None:
+        self.posted.append(notify)
+
+    def run_posted(self) -> None:
+        """What BrokerConnection.on_method does once the handler (and so its reply) is done."""
+        posted, self.posted = self.posted, []
+        for notify in posted:
+            notify()
 
     def want_confirm_flush(self, channel: Channel) -> None:
         if channel not in self._confirm:
@@ -306,3 +316,21 @@ def test_closing_the_channel_requeues_what_it_held(ch: Channel, conn: FakeConnec
     q = conn.vhost.queues["q"]
     assert q.consumer_count == 0
     assert [(e.msg.body, e.redelivered) for e in q.ready] == [(b"m0", True), (b"m1", False)]
+
+
+def test_deleting_the_consumed_queue_replies_first_and_posts_the_cancel(ch: Channel, conn: FakeConnection) -> None:
+    setup_consumer(ch)
+    reply(ch, commands.Queue.Delete(queue="q"), commands.Queue.DeleteOk)
+    assert "c" not in ch.consumers  # forgotten at once: only the frame waits
+    conn.run_posted()
+    frames = cast(RecordingProto, ch.proto).take()
+    assert [type(f) for f in frames] == [commands.Basic.Cancel]
+    assert frames[0].consumer_tag == "c"
+
+
+def test_a_posted_cancel_is_dropped_when_its_channel_closed_meanwhile(ch: Channel, conn: FakeConnection) -> None:
+    setup_consumer(ch)
+    reply(ch, commands.Queue.Delete(queue="q"), commands.Queue.DeleteOk)
+    ch.close()
+    conn.run_posted()
+    assert cast(RecordingProto, ch.proto).take() == []

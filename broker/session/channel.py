@@ -307,11 +307,16 @@ class Channel:
             consumer.queue.remove_consumer(consumer)
 
     def consumer_cancelled_by_server(self, consumer: ChannelConsumer) -> None:
+        """``consumer``'s queue is gone: forget it now, tell the client after the current reply (if any)."""
         if self.consumers.get(consumer.tag) is not consumer:
             return
         del self.consumers[consumer.tag]
         if not self.closed and self.conn.proto.capabilities.get("consumer_cancel_notify"):
-            self.send_method(commands.Basic.Cancel(consumer_tag=consumer.tag, nowait=True))
+            self.conn.after_reply(lambda: self._send_cancel(consumer.tag))
+
+    def _send_cancel(self, tag: str) -> None:
+        if not self.closed:
+            self.send_method(commands.Basic.Cancel(consumer_tag=tag, nowait=True))
 
     def cancel_timed_out(self, consumer: ChannelConsumer) -> None:
         """``consumer`` held a delivery unacked too long (broker/consumer_timeout.py) and its client understands

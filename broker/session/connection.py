@@ -12,6 +12,7 @@ import contextlib
 import ipaddress
 import logging
 import socket
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from pamqp.base import Frame
@@ -96,6 +97,8 @@ class BrokerConnection(asyncio.Protocol):
         self._holds = 0
         self.reading_paused = False
         self.flow = FlowControl()  # why reading is paused, if it is
+        # Notifications a method caused on this connection, sent once its reply is out (see after_reply).
+        self._after_reply: list[Callable[[], None]] | None = None
 
     # ------------------------------------------------------------------ asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -402,7 +405,26 @@ class BrokerConnection(asyncio.Protocol):
             ch.close()
 
     def on_method(self, channel: int, method: Frame) -> None:
-        self.channels[channel].handle(method)
+        pending: list[Callable[[], None]] = []
+        self._after_reply = pending
+        try:
+            self.channels[channel].handle(method)
+        finally:
+            self._after_reply = None
+            for notify in pending:
+                notify()
+
+    def after_reply(self, notify: Callable[[], None]) -> None:
+        """Send an asynchronous notification (a server-sent basic.cancel) caused by the method being handled
+        on this connection only after that method's reply, as RabbitMQ does: its queue answers the channel
+        first and the channels hear of the queue's end afterwards. py-amqp (kombu, Celery) raises
+        ConsumerCancelled when its own queue.delete meets a basic.cancel before the delete-ok. Outside a
+        method (a timer, another connection's request) ``notify`` runs at once."""
+        pending = self._after_reply
+        if pending is None:
+            notify()
+        else:
+            pending.append(notify)
 
     def on_publish(
         self, channel: int, exchange: str, routing_key: str, mandatory: bool, header: bytes, body: bytes

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import struct
+from collections.abc import Callable
 from types import TracebackType
 from typing import NamedTuple, TypeVar
 from urllib.parse import unquote, urlsplit
@@ -270,6 +271,34 @@ class RawClient(FramedSocket):
                 return _close_info("connection", value, 0)
             if not isinstance(value, heartbeat.Heartbeat):
                 self.received.append((channel, value))
+
+    def read_sequence(self, until: Callable[[list[tuple[int, str]]], bool]) -> list[tuple[int, str]]:
+        """Read frames in wire order until ``until(sequence)`` holds; returns ``(channel, name)`` for each method
+        received (heartbeats and content frames left out; names as pamqp's, e.g. ``"Basic.Cancel"``).
+
+        The frames themselves are kept in `received`, in order, for a test that wants their fields. Raises
+        `AssertionError` when the broker hangs up first and `TimeoutError` when it stays silent.
+        """
+        sequence: list[tuple[int, str]] = []
+        while not until(sequence):
+            got = self.read_frame()
+            if got is None:
+                raise AssertionError(f"connection closed after {sequence}")
+            channel, value = got
+            if isinstance(value, heartbeat.Heartbeat):
+                continue
+            self.received.append((channel, value))
+            if isinstance(value, Frame):  # content headers and bodies are not
+                sequence.append((channel, value.name))
+        return sequence
+
+    def read_methods(self, count: int) -> list[tuple[int, str]]:
+        """The next ``count`` methods, in wire order, as ``(channel, name)`` (see `read_sequence`)."""
+        return self.read_sequence(lambda seq: len(seq) >= count)
+
+    def read_through(self, channel: int, name: str) -> list[tuple[int, str]]:
+        """Methods in wire order up to and including the first ``name`` on ``channel`` (see `read_sequence`)."""
+        return self.read_sequence(lambda seq: bool(seq) and seq[-1] == (channel, name))
 
     def _reply(self, channel: int, method: Frame) -> None:
         # The broker may already have hung up after its Close; that is its right, not a test failure.
