@@ -23,8 +23,10 @@ Conventions:
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 from pamqp import commands
+from pamqp import encode as pamqp_encode
 from pamqp import header as pamqp_header
 
 from protocol.constants import (
@@ -436,8 +438,51 @@ def decode_properties(header_payload: bytes) -> commands.Basic.Properties:
 
 
 def encode_header_payload(body_size: int, properties: commands.Basic.Properties) -> bytes:
-    """Content-header payload for ``properties``; pamqp encodes the property list (slow path)."""
-    return _CONTENT_HEADER_PREFIX.pack(CLASS_BASIC, 0, body_size) + properties.marshal()
+    """Content-header payload for ``properties``; pamqp encodes the property list (slow path).
+
+    pamqp decodes a long string that is not UTF-8 as ``bytes`` but cannot encode ``bytes`` back; RabbitMQ and
+    Java clients send such binary long strings. When the headers hold one, the headers table is written here
+    (``bytes`` as a long string again, everything else by pamqp) and spliced into pamqp's property list."""
+    prefix = _CONTENT_HEADER_PREFIX.pack(CLASS_BASIC, 0, body_size)
+    headers = properties.headers
+    if not headers or not _holds_bytes(headers):
+        return prefix + properties.marshal()
+    placeholder = commands.Basic.Properties(**{name: getattr(properties, name) for name in properties.__slots__})
+    placeholder.headers = {}
+    listed = placeholder.marshal()  # the headers table is the four zero octets after the two strings before it
+    at = 2
+    for name in ("content_type", "content_encoding"):
+        value = getattr(properties, name)
+        if value:
+            at += 1 + len(value.encode("utf-8"))
+    return prefix + listed[:at] + _encode_table(headers) + listed[at + 4 :]
+
+
+def _holds_bytes(value: object) -> bool:
+    if isinstance(value, bytes):
+        return True
+    if isinstance(value, dict):
+        return any(_holds_bytes(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_holds_bytes(v) for v in value)
+    return False
+
+
+def _encode_table(table: dict[str, Any]) -> bytes:
+    data = b"".join(pamqp_encode.short_string(key) + _encode_value(value) for key, value in table.items())
+    return _U32.pack(len(data)) + data
+
+
+def _encode_value(value: Any) -> bytes:
+    if isinstance(value, bytes):
+        return b"S" + _U32.pack(len(value)) + value
+    if isinstance(value, dict):
+        return b"F" + _encode_table(value)
+    if isinstance(value, list):
+        data = b"".join(_encode_value(v) for v in value)
+        return b"A" + _U32.pack(len(data)) + data
+    encoded: bytes = pamqp_encode.encode_table_value(value)
+    return encoded
 
 
 # ------------------------------------------------------------------------- property-list check at publish
