@@ -513,6 +513,17 @@ def test_misuse_on_an_open_connection_gets_rabbitmqs_connection_close(
     assert_broker_still_serves(amqp_url)
 
 
+def test_a_deprecated_method_is_still_served(amqp_url: str, loop_kind: str) -> None:
+    """Basic.RecoverAsync (deprecated in 0-9-1, still served by RabbitMQ): no reply, the channel goes on. pamqp's
+    constructor of it warns; the broker must not turn that into an error (the fuzz found a 541 under pytest)."""
+    with RawClient.open(amqp_url) as client:
+        client.open_channel(1)
+        client.send_frame(raw_frame(1, 1, struct.pack(">HHB", 60, 100, 1)))
+        client.send_method(1, commands.Basic.Qos(prefetch_count=1))
+        client.expect(1, commands.Basic.QosOk)
+        client.close_connection()
+
+
 def test_channel_max_is_enforced_with_530(amqp_url: str, loop_kind: str) -> None:
     with RawClient.open(amqp_url, channel_max=2) as client:
         client.open_channel(1)
