@@ -122,6 +122,38 @@ _SERVER_ONLY = frozenset(
     )
 )
 _KNOWN_CLASSES = frozenset(index >> 16 for index in commands.INDEX_MAPPING)
+_TAG_METHOD_SIZE = 4 + 8 + 1  # method id, delivery tag, one bit octet (Ack, Nack, Reject)
+_U8 = struct.Struct(">B")
+_U32 = struct.Struct(">I")
+_ARGUMENT_TYPES: dict[type[Frame], tuple[str, ...]] = {}
+
+
+def arguments_size(method: Frame, data: bytes) -> int:
+    """How many octets of ``data`` the arguments of ``method`` span, read from the lengths on the wire (pamqp
+    decoded them already; this only says where they end). Consecutive bits share an octet."""
+    types = _ARGUMENT_TYPES.get(type(method))
+    if types is None:
+        types = _ARGUMENT_TYPES[type(method)] = tuple(method.amqp_type(name) for name in method.__slots__)
+    pos = 0
+    bits = 0
+    for kind in types:
+        if kind == "bit":
+            if bits == 0 or bits == 8:
+                pos += 1
+                bits = 0
+            bits += 1
+            continue
+        bits = 0
+        if kind == "shortstr":
+            pos += 1 + _U8.unpack_from(data, pos)[0]
+        elif kind in ("longstr", "table"):
+            pos += 4 + _U32.unpack_from(data, pos)[0]
+        else:
+            pos += _FIXED_ARGUMENT_SIZES[kind]
+    return pos
+
+
+_FIXED_ARGUMENT_SIZES = {"octet": 1, "short": 2, "long": 4, "longlong": 8, "timestamp": 8}
 
 
 class ConnectionHandler(Protocol):
@@ -346,12 +378,16 @@ class AMQPConnection:
             and chan.exchange is None
             and header[0] == 0
             and header[1] == CLASS_BASIC
+            and header[2] == 0
+            and header[3] == 0  # weight: anything else is refused (505) on the slow path
+            and (fastcodec.fixed_size_properties_ok(header) or fastcodec.check_properties(header) is None)
         ):
             try:
                 exchange, routing_key, mandatory, immediate = fastcodec.decode_publish(method)
+                exact = len(method) == fastcodec.publish_size(method)
             except ValueError:
-                immediate = True  # replayed below, to get the precise decode error
-            if not immediate and len(body) <= self.max_message_size:
+                exact = False  # replayed below, to get the precise decode error
+            if exact and not immediate and len(body) <= self.max_message_size:
                 try:
                     self.handler.on_publish(channel, exchange, routing_key, mandatory, header, body)
                 except AMQPError as err:
@@ -389,6 +425,8 @@ class AMQPConnection:
                 if mid == BASIC_PUBLISH_ID:
                     try:
                         exchange, routing_key, mandatory, immediate = fastcodec.decode_publish(payload)
+                        if len(payload) != fastcodec.publish_size(payload):
+                            raise ValueError("octets left over after the arguments")
                     except UnicodeDecodeError:
                         raise ConnectionError_(FRAME_ERROR, "Malformed UTF-8 in shortstr") from None
                     except (ValueError, struct.error, IndexError):
@@ -453,7 +491,10 @@ class AMQPConnection:
             self._connection_error(ConnectionError_(INTERNAL_ERROR, f"internal error: {type(exc).__name__}"))
 
     def _decode_small(self, decoder: Callable[[bytes], Any], payload: bytes) -> Any:
+        """Ack, Nack, Reject: a delivery tag and one bit octet, exactly (RabbitMQ refuses left-over octets)."""
         try:
+            if len(payload) != _TAG_METHOD_SIZE:
+                raise ValueError("not a tag method's size")
             return decoder(payload)
         except (ValueError, struct.error, IndexError):
             mid = _METHOD_ID.unpack_from(payload)[0]
@@ -474,9 +515,17 @@ class AMQPConnection:
             raise ConnectionError_(
                 COMMAND_INVALID, f"unknown method {method_id} of class {class_id}", class_id, method_id
             )
-        method: Frame = commands.INDEX_MAPPING[mid]()
+        cls: type[Frame] = commands.INDEX_MAPPING[mid]
+        # Not cls(): unmarshal sets every argument anyway, and the constructor of a deprecated method
+        # (Basic.RecoverAsync) warns, which under warnings-as-errors would turn a client's frame into a 541.
+        method: Frame = cls.__new__(cls)
         try:
-            method.unmarshal(payload[4:])
+            arguments = payload[4:]
+            method.unmarshal(arguments)
+            # pamqp ignores octets after the last argument and cuts a short string that runs past the end short;
+            # RabbitMQ refuses both (501 "cannot decode").
+            if arguments_size(method, arguments) != len(arguments):
+                raise ValueError("arguments do not fill the frame exactly")
         except UnicodeDecodeError:
             raise ConnectionError_(FRAME_ERROR, "Malformed UTF-8 in shortstr") from None
         except (ValueError, struct.error, IndexError, RecursionError, exceptions.PAMQPException) as exc:
@@ -551,12 +600,24 @@ class AMQPConnection:
             )
         if len(payload) < CONTENT_HEADER_MIN_SIZE:
             raise ConnectionError_(FRAME_ERROR, f"cannot decode content header {erlang_octets(payload)}")
-        class_id, _weight, body_size = _CONTENT_HEADER.unpack_from(payload)
+        class_id, weight, body_size = _CONTENT_HEADER.unpack_from(payload)
         if class_id != CLASS_BASIC:
             raise ConnectionError_(
                 UNEXPECTED_FRAME,
                 f"expected content header for class {CLASS_BASIC}, got one for class {class_id} instead",
+                *BASIC_PUBLISH,
             )
+        if weight:
+            # RabbitMQ's frame parser only recognises a content header of weight 0.
+            raise ConnectionError_(
+                UNEXPECTED_FRAME,
+                f"expected content header for class {CLASS_BASIC}, got non content header frame instead",
+                *BASIC_PUBLISH,
+            )
+        problem = fastcodec.check_properties(payload)
+        if problem is not None:
+            chan.exchange = None
+            raise ConnectionError_(SYNTAX_ERROR, f"malformed content header properties: {problem}", *BASIC_PUBLISH)
         if body_size > self.max_message_size:
             chan.exchange = None
             raise ChannelError(
@@ -652,6 +713,9 @@ class AMQPConnection:
     # ------------------------------------------------------------------ channel 0 and handshake
     def _connection_frame(self, ftype: int, channel: int, payload: bytes) -> None:
         try:
+            if channel and self.state is not RUNNING:
+                # Before Connection.Open-Ok only channel 0 exists: RabbitMQ's reader does not recognise the frame.
+                raise ConnectionError_(UNEXPECTED_FRAME, f"type {ftype}, all octets = {erlang_octets(payload)}")
             if ftype != FRAME_METHOD:
                 if ftype == FRAME_HEARTBEAT:
                     return

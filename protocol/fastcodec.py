@@ -23,8 +23,10 @@ Conventions:
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 from pamqp import commands
+from pamqp import encode as pamqp_encode
 from pamqp import header as pamqp_header
 
 from protocol.constants import (
@@ -101,6 +103,13 @@ def decode_publish(payload: bytes) -> tuple[str, str, bool, bool]:
     except IndexError:
         raise ValueError("truncated Basic.Publish") from None
     return exchange, routing_key, bool(bits & 1), bool(bits & 2)
+
+
+def publish_size(payload: bytes) -> int:
+    """The payload size a Basic.Publish with these two short strings has exactly; the caller compares it with
+    ``len(payload)`` to refuse left-over octets (``decode_publish`` ignores them, as pamqp does)."""
+    n = payload[6]
+    return 9 + n + payload[7 + n]
 
 
 def decode_ack(payload: bytes) -> tuple[int, bool]:
@@ -429,5 +438,275 @@ def decode_properties(header_payload: bytes) -> commands.Basic.Properties:
 
 
 def encode_header_payload(body_size: int, properties: commands.Basic.Properties) -> bytes:
-    """Content-header payload for ``properties``; pamqp encodes the property list (slow path)."""
-    return _CONTENT_HEADER_PREFIX.pack(CLASS_BASIC, 0, body_size) + properties.marshal()
+    """Content-header payload for ``properties``; pamqp encodes the property list (slow path).
+
+    pamqp decodes a long string that is not UTF-8 as ``bytes`` but cannot encode ``bytes`` back; RabbitMQ and
+    Java clients send such binary long strings. When the headers hold one, the headers table is written here
+    (``bytes`` as a long string again, everything else by pamqp) and spliced into pamqp's property list."""
+    prefix = _CONTENT_HEADER_PREFIX.pack(CLASS_BASIC, 0, body_size)
+    headers = properties.headers
+    if not headers or not _holds_bytes(headers):
+        return prefix + properties.marshal()
+    placeholder = commands.Basic.Properties(**{name: getattr(properties, name) for name in properties.__slots__})
+    placeholder.headers = {}
+    listed = placeholder.marshal()  # the headers table is the four zero octets after the two strings before it
+    at = 2
+    for name in ("content_type", "content_encoding"):
+        value = getattr(properties, name)
+        if value:
+            at += 1 + len(value.encode("utf-8"))
+    return prefix + listed[:at] + _encode_table(headers) + listed[at + 4 :]
+
+
+def _holds_bytes(value: object) -> bool:
+    if isinstance(value, bytes):
+        return True
+    if isinstance(value, dict):
+        return any(_holds_bytes(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_holds_bytes(v) for v in value)
+    return False
+
+
+def _encode_table(table: dict[str, Any]) -> bytes:
+    data = b"".join(pamqp_encode.short_string(key) + _encode_value(value) for key, value in table.items())
+    return _U32.pack(len(data)) + data
+
+
+def _encode_value(value: Any) -> bytes:
+    if isinstance(value, bytes):
+        return b"S" + _U32.pack(len(value)) + value
+    if isinstance(value, dict):
+        return b"F" + _encode_table(value)
+    if isinstance(value, list):
+        data = b"".join(_encode_value(v) for v in value)
+        return b"A" + _U32.pack(len(data)) + data
+    encoded: bytes = pamqp_encode.encode_table_value(value)
+    return encoded
+
+
+# ------------------------------------------------------------------------- property-list check at publish
+#
+# A content header whose property list cannot be parsed is refused when it is published (RabbitMQ refuses the
+# same publishes, with 541): queued as is, it would reach every consumer and fail to parse there, and fail again
+# wherever a feature decodes it (TTL, dead-lettering, the headers exchange). ``check_properties`` walks the
+# lengths without building objects. Beyond RabbitMQ's own grammar it refuses what pamqp (so aio-pika) cannot
+# decode or re-encode, since a delivery its consumers cannot parse poisons the queue: invalid UTF-8 in a short
+# string, timestamps past the year 9999, doubles outside the 32-bit float range (pamqp re-encodes table floats
+# as 32-bit) and field tables nested deeper than ``MAX_TABLE_DEPTH``.
+
+MAX_TABLE_DEPTH = 64
+_FIXED_FLAGS = HAS_DELIVERY_MODE | HAS_PRIORITY | HAS_TIMESTAMP
+_RESERVED_FLAG = 0x0002  # unused by Basic; RabbitMQ and pamqp ignore it, so it is accepted
+# Payload size of a content header whose only properties are fixed-size ones, by its flags word.
+_FIXED_ONLY_SIZES: dict[int, int] = {
+    flags | reserved: _PROPERTIES_OFFSET
+    + (1 if flags & HAS_DELIVERY_MODE else 0)
+    + (1 if flags & HAS_PRIORITY else 0)
+    + (8 if flags & HAS_TIMESTAMP else 0)
+    for flags in range(0, 0x10000, 0x40)
+    if not flags & ~_FIXED_FLAGS
+    for reserved in (0, _RESERVED_FLAG)
+}
+_PROPERTY_NAMES: dict[int, str] = {
+    HAS_CONTENT_TYPE: "content_type",
+    HAS_CONTENT_ENCODING: "content_encoding",
+    HAS_HEADERS: "headers",
+    HAS_DELIVERY_MODE: "delivery_mode",
+    HAS_PRIORITY: "priority",
+    HAS_CORRELATION_ID: "correlation_id",
+    HAS_REPLY_TO: "reply_to",
+    HAS_EXPIRATION: "expiration",
+    HAS_MESSAGE_ID: "message_id",
+    HAS_TIMESTAMP: "timestamp",
+    HAS_TYPE: "type",
+    HAS_USER_ID: "user_id",
+    HAS_APP_ID: "app_id",
+    HAS_CLUSTER_ID: "cluster_id",
+}
+# pamqp reads a timestamp above 2**32 - 1 as milliseconds; datetime stops at the end of the year 9999.
+MAX_TIMESTAMP = 253402300799999
+_FLOAT32_MAX = 3.4028234663852886e38
+_U64 = struct.Struct(">Q")
+_F64 = struct.Struct(">d")
+# Field value sizes of the fixed-width types RabbitMQ accepts in a field table (its rabbit_binary_parser set).
+_FIELD_WIDTHS: dict[int, int] = {
+    ord("t"): 1,
+    ord("b"): 1,
+    ord("B"): 1,
+    ord("s"): 2,
+    ord("u"): 2,
+    ord("I"): 4,
+    ord("i"): 4,
+    ord("l"): 8,
+    ord("L"): 8,
+    ord("D"): 5,
+    ord("V"): 0,
+}
+_TAG_F, _TAG_D, _TAG_T, _TAG_S, _TAG_X, _TAG_A, _TAG_TABLE = (ord(c) for c in "fdTSxAF")
+
+
+class MalformedField(ValueError):
+    """A field table or property list that does not parse; the message names the problem."""
+
+
+def check_properties(header_payload: bytes) -> str | None:
+    """``None`` when the content header's property list parses exactly (and pamqp can decode and re-encode it),
+    else what is wrong with it, for a 502 SYNTAX_ERROR. Class id, weight and body size are not checked here.
+
+    Headers with no property or only fixed-size ones (delivery mode, priority, timestamp) are checked by their
+    length alone, plus the timestamp's range; any other property costs one walk over the lengths."""
+    size = len(header_payload)
+    if size < _PROPERTIES_OFFSET:
+        return "content header is truncated"
+    flags = header_payload[_FLAGS_OFFSET] << 8 | header_payload[_FLAGS_OFFSET + 1]
+    if _FIXED_ONLY_SIZES.get(flags) == size and not flags & HAS_TIMESTAMP:
+        return None
+    try:
+        _walk_properties(header_payload, flags)
+    except MalformedField as err:
+        return str(err)
+    return None
+
+
+def fixed_size_properties_ok(header_payload: bytes) -> bool:
+    """The cheap exact check :func:`check_properties` starts with, for the publish hot path: true when the header
+    has no property but delivery mode and priority and its length is exactly theirs. False means "walk it"."""
+    flags = header_payload[_FLAGS_OFFSET] << 8 | header_payload[_FLAGS_OFFSET + 1]
+    return _FIXED_ONLY_SIZES.get(flags) == len(header_payload) and not flags & HAS_TIMESTAMP
+
+
+_LAYOUTS: dict[int, tuple[tuple[int, int], ...]] = {}  # flags -> the (bit, width) of the properties it sets
+
+
+def _walk_properties(h: bytes, flags: int) -> None:
+    if flags & _HAS_MORE_FLAGS:
+        raise MalformedField(f"property flags {flags:#06x} have the continuation bit set (Basic has 14 properties)")
+    layout = _LAYOUTS.get(flags)
+    if layout is None:
+        layout = _LAYOUTS[flags] = tuple((bit, width) for bit, width in _PROPERTY_LAYOUT if flags & bit)
+    end = len(h)
+    offset = _PROPERTIES_OFFSET
+    for bit, width in layout:
+        try:
+            if width == 0:  # shortstr, inline: the common case
+                if offset >= end:
+                    raise MalformedField("truncated")
+                stop = offset + 1 + h[offset]
+                if stop > end:
+                    raise MalformedField(
+                        f"short string of length {h[offset]} runs past the end ({end - offset - 1} octets left)"
+                    )
+                h[offset + 1 : stop].decode("utf-8")
+                offset = stop
+            elif width < 0:
+                offset = _table_end(h, offset, end, 1)
+            else:
+                if offset + width > end:
+                    raise MalformedField(f"truncated: {end - offset} of {width} octets")
+                if bit == HAS_TIMESTAMP and _U64.unpack_from(h, offset)[0] > MAX_TIMESTAMP:
+                    raise MalformedField(f"{_U64.unpack_from(h, offset)[0]} is out of range")
+                offset += width
+        except UnicodeDecodeError:
+            raise MalformedField(f"property {_PROPERTY_NAMES[bit]}: short string is not valid UTF-8") from None
+        except MalformedField as err:
+            raise MalformedField(f"property {_PROPERTY_NAMES[bit]}: {err}") from None
+    if offset != end:
+        raise MalformedField(f"{end - offset} octets left over after the last property")
+
+
+def _shortstr_end(h: bytes, offset: int, end: int) -> int:
+    if offset >= end:
+        raise MalformedField("truncated")
+    stop = offset + 1 + h[offset]
+    if stop > end:
+        raise MalformedField(f"short string of length {h[offset]} runs past the end ({end - offset - 1} octets left)")
+    try:
+        h[offset + 1 : stop].decode("utf-8")
+    except UnicodeDecodeError:
+        raise MalformedField("short string is not valid UTF-8") from None
+    return stop
+
+
+def _long_end(h: bytes, offset: int, end: int, kind: str) -> int:
+    """End of a value with a 32-bit length prefix (table, array, long string, byte array)."""
+    if offset + 4 > end:
+        raise MalformedField(f"{kind} length is truncated")
+    length: int = _U32.unpack_from(h, offset)[0]
+    stop = offset + 4 + length
+    if stop > end:
+        raise MalformedField(f"{kind} of length {length} runs past the end ({end - offset - 4} octets left)")
+    return stop
+
+
+def _table_end(h: bytes, offset: int, end: int, depth: int) -> int:
+    if depth > MAX_TABLE_DEPTH:
+        raise MalformedField(f"field tables nested deeper than {MAX_TABLE_DEPTH}")
+    stop = _long_end(h, offset, end, "field table")
+    pos = offset + 4
+    while pos < stop:
+        try:
+            key_end = _shortstr_end(h, pos, stop)
+        except MalformedField as err:
+            raise MalformedField(f"field name: {err}") from None
+        try:
+            pos = _value_end(h, key_end, stop, depth)
+        except MalformedField as err:
+            raise MalformedField(f"field '{h[pos + 1 : key_end].decode()}': {err}") from None
+    return stop
+
+
+def _array_end(h: bytes, offset: int, end: int, depth: int) -> int:
+    if depth > MAX_TABLE_DEPTH:
+        raise MalformedField(f"field tables nested deeper than {MAX_TABLE_DEPTH}")
+    stop = _long_end(h, offset, end, "array")
+    pos = offset + 4
+    index = 0
+    while pos < stop:
+        try:
+            pos = _value_end(h, pos, stop, depth)
+        except MalformedField as err:
+            raise MalformedField(f"array element {index}: {err}") from None
+        index += 1
+    return stop
+
+
+def _value_end(h: bytes, offset: int, end: int, depth: int) -> int:
+    if offset >= end:
+        raise MalformedField("no value")
+    tag = h[offset]
+    pos = offset + 1
+    width = _FIELD_WIDTHS.get(tag)
+    if width is not None:
+        if pos + width > end:
+            raise MalformedField("value truncated")
+        return pos + width
+    if tag == _TAG_S:
+        return _long_end(h, pos, end, "long string")
+    if tag == _TAG_X:
+        return _long_end(h, pos, end, "byte array")
+    if tag == _TAG_TABLE:
+        return _table_end(h, pos, end, depth + 1)
+    if tag == _TAG_A:
+        return _array_end(h, pos, end, depth + 1)
+    if tag == _TAG_F:
+        if pos + 4 > end:
+            raise MalformedField("value truncated")
+        if (_U32.unpack_from(h, pos)[0] >> 23) & 0xFF == 0xFF:
+            raise MalformedField("float is not finite")
+        return pos + 4
+    if tag == _TAG_D:
+        if pos + 8 > end:
+            raise MalformedField("value truncated")
+        value: float = _F64.unpack_from(h, pos)[0]
+        if not abs(value) <= _FLOAT32_MAX:  # also false for NaN
+            raise MalformedField("double is not finite or outside the 32-bit float range")
+        return pos + 8
+    if tag == _TAG_T:
+        if pos + 8 > end:
+            raise MalformedField("value truncated")
+        if _U64.unpack_from(h, pos)[0] > MAX_TIMESTAMP:
+            raise MalformedField("timestamp out of range")
+        return pos + 8
+    shown = chr(tag) if 32 < tag < 127 else f"\\x{tag:02x}"
+    raise MalformedField(f"unknown field type '{shown}'")

@@ -55,6 +55,11 @@ def erlang_octets(data: bytes, limit: int = 32) -> str:
     return "<<" + ",".join(str(b) for b in data) + ">>"
 
 
+# AMQP 0-9 announces itself in the old header layout (class 1, instance 1, version 0-9). RabbitMQ answers it
+# with the 0-9-1 handshake (its Connection.Start says 0-9 either way, and 0-9-1 is 0-9 with errata), so we do too.
+PROTOCOL_HEADER_0_9: Final = b"AMQP\x01\x01\x00\x09"
+
+
 class ProtocolHeaderMismatch(Exception):
     """The peer did not open with ``AMQP 0 0 9 1``: answer with our header and close (as RabbitMQ does)."""
 
@@ -109,7 +114,7 @@ class FrameReader:
                     FRAME_ERROR,
                     f"type {ftype}, all octets = {erlang_octets(bytes(buf[hs : hs + size]))}: unknown_frame",
                 )
-            if frame_max and size + FRAME_OVERHEAD > frame_max:
+            if frame_max and size > frame_max:  # RabbitMQ's reader allows a payload of frame_max (8 octets over)
                 del buf[:pos]
                 raise ConnectionError_(
                     FRAME_ERROR,
@@ -157,7 +162,7 @@ class FrameReader:
             htype != FRAME_HEADER
             or hchannel != channel
             or hsize < CONTENT_HEADER_MIN_SIZE
-            or (frame_max and hsize + FRAME_OVERHEAD > frame_max)
+            or (frame_max and hsize > frame_max)
         ):
             return 0
         hend = hpos + hs + hsize
@@ -172,12 +177,7 @@ class FrameReader:
             if end - bpos < hs:
                 return 0
             btype, bchannel, bsize = _HEADER.unpack_from(buf, bpos)
-            if (
-                btype != FRAME_BODY
-                or bchannel != channel
-                or bsize != body_size
-                or (frame_max and bsize + FRAME_OVERHEAD > frame_max)
-            ):
+            if btype != FRAME_BODY or bchannel != channel or bsize != body_size or (frame_max and bsize > frame_max):
                 return 0
             bend: int = bpos + hs + bsize
             if bend >= end or buf[bend] != FRAME_END:
@@ -191,7 +191,7 @@ class FrameReader:
         buf = self._buf
         size = len(PROTOCOL_HEADER)
         n = min(len(buf), size)
-        if bytes(buf[:n]) != PROTOCOL_HEADER[:n]:
+        if bytes(buf[:n]) != PROTOCOL_HEADER[:n] and bytes(buf[:n]) != PROTOCOL_HEADER_0_9[:n]:
             raise ProtocolHeaderMismatch(bytes(buf[:size]))
         if n < size:
             return False

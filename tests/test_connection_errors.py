@@ -165,6 +165,37 @@ def field_table_with_unknown_type() -> bytes:
 
 
 QOS_PAYLOAD = method_payload(commands.Basic.Qos(prefetch_count=1))
+PUBLISH_PAYLOAD = method_payload(commands.Basic.Publish(exchange="", routing_key="rk"))
+
+
+def content_header(properties: bytes, *, class_id: int = 60, weight: int = 0, body_size: int = 1) -> bytes:
+    """A content header frame on channel 1 with a hand-made property list (flags word included)."""
+    return raw_frame(2, 1, struct.pack(">HHQ", class_id, weight, body_size) + properties)
+
+
+def publish_with_properties(properties: bytes, **kwargs: int) -> Callable[[RawClient], None]:
+    """A whole publish (method, content header, one-octet body) in one write: the one-piece fast path."""
+    frames = raw_frame(1, 1, PUBLISH_PAYLOAD) + content_header(properties, **kwargs) + raw_frame(3, 1, b"x")
+    return send_bytes(frames)
+
+
+def headers_table(*entries: bytes) -> bytes:
+    """The headers property alone: flags word, then a field table holding ``entries`` (name + tag + value)."""
+    table = b"".join(entries)
+    return struct.pack(">HI", 0x2000, len(table)) + table
+
+
+def malformed_properties(detail: str) -> CloseInfo:
+    return conn_close(502, f"SYNTAX_ERROR - malformed content header properties: {detail}", 60, 40)
+
+
+def method_with_extra_octet(channel: int, method: Frame) -> Callable[[RawClient], None]:
+    return send_bytes(raw_frame(1, channel, method_payload(method) + b"\x01"))
+
+
+RABBITMQ_541 = "RabbitMQ 3.10 refuses this publish too, but with 541 INTERNAL_ERROR and no text"
+NOT_UTF8 = "RabbitMQ passes it through; pamqp (aio-pika) cannot decode the delivery, which would poison consumers"
+UNEXPECTED_HEADER = "UNEXPECTED_FRAME - expected content header for class 60, got "
 
 MISUSES: dict[str, Misuse] = {
     "duplicate consumer tag": Misuse(
@@ -321,6 +352,144 @@ MISUSES: dict[str, Misuse] = {
         conn_close(502, "SYNTAX_ERROR - cannot decode field table in Queue.Declare", 50, 10),
         differs_from_rabbitmq="RabbitMQ crashes decoding an unknown field type and resets the TCP connection",
     ),
+    # --- malformed property lists: refused at publish, never queued (RabbitMQ: 541, which we never send)
+    "headers table running past the end": Misuse(
+        publish_with_properties(struct.pack(">HI", 0x2000, 100) + b"abc"),
+        malformed_properties("property headers: field table of length 100 runs past the end (3 octets left)"),
+        differs_from_rabbitmq=RABBITMQ_541,
+    ),
+    "three-octet timestamp": Misuse(
+        publish_with_properties(struct.pack(">H", 0x0040) + b"\x00\x00\x01"),
+        malformed_properties("property timestamp: truncated: 3 of 8 octets"),
+        differs_from_rabbitmq=RABBITMQ_541,
+    ),
+    "short string property running past the end": Misuse(
+        publish_with_properties(struct.pack(">H", 0x8000) + b"\x10abc"),
+        malformed_properties(
+            "property content_type: short string of length 16 runs past the end (3 octets left)"
+        ),
+        differs_from_rabbitmq=RABBITMQ_541,
+    ),
+    "octets after the last property": Misuse(
+        publish_with_properties(struct.pack(">H", 0x8000) + b"\x03abczz"),
+        malformed_properties("2 octets left over after the last property"),
+        differs_from_rabbitmq=RABBITMQ_541,
+    ),
+    "octets after an empty property list": Misuse(
+        publish_with_properties(b"\x00\x00zz"),
+        malformed_properties("2 octets left over after the last property"),
+        differs_from_rabbitmq=RABBITMQ_541,
+    ),
+    "delivery mode flag without its octet": Misuse(
+        publish_with_properties(struct.pack(">H", 0x1000)),
+        malformed_properties("property delivery_mode: truncated: 0 of 1 octets"),
+        differs_from_rabbitmq=RABBITMQ_541,
+    ),
+    "property flags with the continuation bit": Misuse(
+        publish_with_properties(struct.pack(">HH", 0x8001, 0) + b"\x03abc"),
+        malformed_properties("property flags 0x8001 have the continuation bit set (Basic has 14 properties)"),
+        differs_from_rabbitmq=RABBITMQ_541,
+    ),
+    "unknown field type in the headers": Misuse(
+        publish_with_properties(headers_table(b"\x01aZ")),
+        malformed_properties("property headers: field 'a': unknown field type 'Z'"),
+        differs_from_rabbitmq=RABBITMQ_541,
+    ),
+    "field type 0 in the headers": Misuse(
+        # pamqp reads it as void; RabbitMQ does not know it.
+        publish_with_properties(headers_table(b"\x01a\x00")),
+        malformed_properties("property headers: field 'a': unknown field type '\\x00'"),
+        differs_from_rabbitmq=RABBITMQ_541,
+    ),
+    "NaN float in the headers": Misuse(
+        publish_with_properties(headers_table(b"\x01af" + struct.pack(">f", float("nan")))),
+        malformed_properties("property headers: field 'a': float is not finite"),
+        differs_from_rabbitmq=RABBITMQ_541,
+    ),
+    "infinite double in a nested array": Misuse(
+        publish_with_properties(
+            headers_table(
+                b"\x01aF" + struct.pack(">I", 16) + b"\x01bA" + struct.pack(">I", 9) + b"d" + struct.pack(">d", 1e999)
+            )
+        ),
+        malformed_properties(
+            "property headers: field 'a': field 'b': array element 0: double is not finite or outside the "
+            "32-bit float range"
+        ),
+        differs_from_rabbitmq=RABBITMQ_541,
+    ),
+    "nested table running past its parent": Misuse(
+        publish_with_properties(headers_table(b"\x01aF" + struct.pack(">I", 9))),
+        malformed_properties(
+            "property headers: field 'a': field table of length 9 runs past the end (0 octets left)"
+        ),
+        differs_from_rabbitmq=RABBITMQ_541,
+    ),
+    "invalid UTF-8 in a short string property": Misuse(
+        publish_with_properties(struct.pack(">H", 0x0400) + b"\x02\xff\xfe"),
+        malformed_properties("property correlation_id: short string is not valid UTF-8"),
+        differs_from_rabbitmq=NOT_UTF8,
+    ),
+    "timestamp past the year 9999": Misuse(
+        publish_with_properties(struct.pack(">HQ", 0x0040, 2**64 - 1)),
+        malformed_properties(f"property timestamp: {2**64 - 1} is out of range"),
+        differs_from_rabbitmq="RabbitMQ passes it through; pamqp (aio-pika) cannot decode the delivery",
+    ),
+    "malformed properties on the frame-by-frame path": Misuse(
+        send_bytes(raw_frame(1, 1, PUBLISH_PAYLOAD) + content_header(struct.pack(">HI", 0x2000, 100), body_size=0)),
+        malformed_properties("property headers: field table of length 100 runs past the end (0 octets left)"),
+        differs_from_rabbitmq=RABBITMQ_541,
+    ),
+    # --- content headers that are not what a publish expects
+    "content header with a non-zero weight": Misuse(
+        publish_with_properties(b"\x00\x00", weight=1),
+        conn_close(505, UNEXPECTED_HEADER + "non content header frame instead", 60, 40),
+    ),
+    "content header of another class": Misuse(
+        publish_with_properties(b"\x00\x00", class_id=50),
+        conn_close(505, UNEXPECTED_HEADER + "one for class 50 instead", 60, 40),
+    ),
+    "content header of another class and no body": Misuse(
+        send_bytes(raw_frame(1, 1, PUBLISH_PAYLOAD) + content_header(b"\x00\x00", class_id=10, body_size=0)),
+        conn_close(505, UNEXPECTED_HEADER + "one for class 10 instead", 60, 40),
+    ),
+    # --- method frames with octets left over after their arguments: exact decoding on every path
+    "qos with an octet left over": Misuse(
+        send_bytes(raw_frame(1, 1, QOS_PAYLOAD + b"\x07")),
+        conn_close(501, "FRAME_ERROR - cannot decode <<0,0,0,0,0,1,0,7>>", 60, 10),
+    ),
+    "publish with an octet left over, whole": Misuse(
+        send_bytes(
+            raw_frame(1, 1, PUBLISH_PAYLOAD + b"\x07") + content_header(b"\x00\x00") + raw_frame(3, 1, b"x")
+        ),
+        conn_close(501, "FRAME_ERROR - cannot decode <<0,0,0,2,114,107,0,7>>", 60, 40),
+    ),
+    "publish with an octet left over, alone": Misuse(
+        send_bytes(raw_frame(1, 1, PUBLISH_PAYLOAD + b"\x07")),
+        conn_close(501, "FRAME_ERROR - cannot decode <<0,0,0,2,114,107,0,7>>", 60, 40),
+    ),
+    "ack with an octet left over": Misuse(
+        method_with_extra_octet(1, commands.Basic.Ack(delivery_tag=0, multiple=True)),
+        conn_close(501, "FRAME_ERROR - cannot decode <<0,0,0,0,0,0,0,0,1,1>>", 60, 80),
+    ),
+    "channel.close with an octet left over": Misuse(
+        method_with_extra_octet(1, commands.Channel.Close(200, "x", 0, 0)),
+        conn_close(501, "FRAME_ERROR - cannot decode <<0,200,1,120,0,0,0,0,1>>", 20, 40),
+    ),
+    "queue.declare with an octet left over": Misuse(
+        method_with_extra_octet(1, commands.Queue.Declare(queue="td")),
+        conn_close(501, "FRAME_ERROR - cannot decode <<0,0,2,116,100,0,0,0,0,0,1>>", 50, 10),
+    ),
+    "connection.close with an octet left over": Misuse(
+        method_with_extra_octet(0, commands.Connection.Close(200, "x", 0, 0)),
+        conn_close(501, "FRAME_ERROR - cannot decode <<0,200,1,120,0,0,0,0,1>>", 10, 50),
+        differs_from_rabbitmq="RabbitMQ 3.10 answers 541 INTERNAL_ERROR (its channel-0 decode crashes)",
+    ),
+    "queue name running past the end": Misuse(
+        # pamqp cuts the short string short and fills the rest with defaults; RabbitMQ refuses it.
+        send_bytes(raw_frame(1, 1, b"\x00\x32\x00\x0a\x00\x00\x09abc")),
+        conn_close(501, "FRAME_ERROR - cannot decode <<0,0,9,97,98,99>>", 50, 10),
+    ),
     "body longer than declared": Misuse(
         publish_then(header.ContentHeader(0, 2, PROPERTIES), body.ContentBody(b"abc")),
         conn_close(501, "FRAME_ERROR - content body frame exceeds remaining content size"),
@@ -342,6 +511,17 @@ def test_misuse_on_an_open_connection_gets_rabbitmqs_connection_close(
         assert client.read_until_close() == misuse.reply
         assert_closed_after_close_ok(client)
     assert_broker_still_serves(amqp_url)
+
+
+def test_a_deprecated_method_is_still_served(amqp_url: str, loop_kind: str) -> None:
+    """Basic.RecoverAsync (deprecated in 0-9-1, still served by RabbitMQ): no reply, the channel goes on. pamqp's
+    constructor of it warns; the broker must not turn that into an error (the fuzz found a 541 under pytest)."""
+    with RawClient.open(amqp_url) as client:
+        client.open_channel(1)
+        client.send_frame(raw_frame(1, 1, struct.pack(">HHB", 60, 100, 1)))
+        client.send_method(1, commands.Basic.Qos(prefetch_count=1))
+        client.expect(1, commands.Basic.QosOk)
+        client.close_connection()
 
 
 def test_channel_max_is_enforced_with_530(amqp_url: str, loop_kind: str) -> None:
@@ -476,7 +656,16 @@ def test_a_start_ok_larger_than_frame_min_size_is_refused_before_tune(amqp_url: 
 
 
 @pytest.mark.parametrize(
-    "greeting", [b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"AMQP\x01\x01\x00\x0a", b"AMQP\x00\x00\x09\x02"]
+    "greeting",
+    [
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"AMQP\x01\x01\x00\x0a",
+        b"AMQP\x00\x00\x09\x02",
+        b"AMQP\x00\x00\x09\x00",  # 0-9 in the 0-9-1 layout: not a version anyone speaks
+        b"AMQP\x00\x00\x08\x00",
+        b"AMQP\x00\x01\x00\x00",  # AMQP 1.0
+        b"AMQP\x03\x01\x00\x00",  # AMQP 1.0 SASL
+    ],
 )
 def test_non_amqp_091_greeting_gets_our_protocol_header_and_a_close(
     greeting: bytes, amqp_url: str, loop_kind: str
@@ -485,6 +674,128 @@ def test_non_amqp_091_greeting_gets_our_protocol_header_and_a_close(
         client.send_frame(greeting)
         assert read_until_hang_up(client.sock) == PROTOCOL_HEADER
     assert_broker_still_serves(amqp_url)
+
+
+def test_an_amqp_0_9_greeting_gets_the_0_9_1_handshake(amqp_url: str, loop_kind: str) -> None:
+    """RabbitMQ answers ``AMQP 1 1 0 9`` (0-9 in the old header layout) with its 0-9-1 Connection.Start, which
+    says 0-9 either way: 0-9-1 is 0-9 with errata. The handshake then completes as usual."""
+    with RawClient(amqp_url) as client:
+        client.send_frame(b"AMQP\x01\x01\x00\x09")
+        start = client.expect(0, commands.Connection.Start)
+        assert (start.version_major, start.version_minor) == (0, 9)
+        client.send_method(
+            0,
+            commands.Connection.StartOk(
+                client_properties={"product": "amqpd-tests"},
+                mechanism="PLAIN",
+                response=f"\0{client.user}\0{client.password}",
+                locale="en_US",
+            ),
+        )
+        tune = client.expect(0, commands.Connection.Tune)
+        client.send_method(0, commands.Connection.TuneOk(tune.channel_max, tune.frame_max, 0))
+        client.send_method(0, commands.Connection.Open(virtual_host=client.vhost))
+        client.expect(0, commands.Connection.OpenOk)
+        client.open_channel(1)
+        client.close_connection()
+
+
+@pytest.mark.parametrize("greeting", [b"AMQP\x01\x01\x08\x00", b"AMQP\x01\x01\x09\x01"])
+def test_an_amqp_0_8_greeting_gets_our_protocol_header_and_a_close(
+    greeting: bytes, amqp_url: str, loop_kind: str
+) -> None:
+    if EXTERNAL:
+        pytest.skip(
+            "deliberate difference: RabbitMQ speaks AMQP 0-8 too (these greetings get its 0-8 Connection.Start); "
+            "0-8 lays several methods out differently, and amqpd speaks 0-9-1 only"
+        )
+    with RawClient(amqp_url) as client:
+        client.send_frame(greeting)
+        assert read_until_hang_up(client.sock) == PROTOCOL_HEADER
+    assert_broker_still_serves(amqp_url)
+
+
+def test_channel_open_before_connection_open_gets_505(amqp_url: str, loop_kind: str) -> None:
+    with RawClient(amqp_url) as client:
+        start_and_tune(client)
+        client.send_method(1, commands.Channel.Open())
+        # pamqp writes Channel.Open's deprecated out-of-band field as the short string "0".
+        expected = conn_close(505, "UNEXPECTED_FRAME - type 1, all octets = <<0,20,0,10,1,48>>")
+        assert client.read_until_close() == expected
+        assert_closed_after_close_ok(client)
+    assert_broker_still_serves(amqp_url)
+
+
+def test_a_body_frame_of_exactly_frame_max_octets_is_accepted(amqp_url: str, loop_kind: str) -> None:
+    """RabbitMQ's reader allows a payload of frame_max octets (the frame is 8 over); one more is refused."""
+    with RawClient.open(amqp_url, frame_max=4096) as client:
+        client.open_channel(1)
+        client.send_method(1, commands.Queue.Declare(queue="", exclusive=True))
+        queue = client.expect(1, commands.Queue.DeclareOk).queue
+        payload = b"y" * 4096
+        client.send_frame(
+            raw_frame(1, 1, method_payload(commands.Basic.Publish(exchange="", routing_key=queue)))
+            + raw_frame(2, 1, struct.pack(">HHQH", 60, 0, len(payload), 0))
+            + raw_frame(3, 1, payload)
+        )
+        client.send_method(1, commands.Basic.Get(queue=queue, no_ack=True))
+        client.expect(1, commands.Basic.GetOk)
+        assert client.expect(1, header.ContentHeader).body_size == 4096
+        got = b""
+        while len(got) < 4096:
+            got += client.expect(1, body.ContentBody).value
+        assert got == payload
+        client.send_frame(raw_frame(3, 1, payload + b"y"))
+        assert client.read_until_close() == conn_close(
+            501, "FRAME_ERROR - type 3, all octets = <<>>: {frame_too_large,4097,4088}"
+        )
+    assert_broker_still_serves(amqp_url)
+
+
+CONSUMER_ARGUMENTS: dict[str, tuple[dict[str, Any], str | None]] = {
+    # arguments -> the detail after "invalid arg '<name>' for queue '<q>' in vhost '/'", or None for accepted
+    "x-priority as a string": ({"x-priority": "high"}, '"expected integer, got longstr"'),
+    "x-priority as a float": ({"x-priority": 1.5}, '"expected integer, got float"'),
+    "x-priority as a bool": ({"x-priority": True}, '"expected integer, got bool"'),
+    "x-priority void": ({"x-priority": None}, '"expected integer, got void"'),
+    "x-priority negative": ({"x-priority": -5}, None),
+    "x-priority beyond 32 bits": ({"x-priority": 2**40}, None),
+    "x-cancel-on-ha-failover as a string": ({"x-cancel-on-ha-failover": "yes"}, "{unacceptable_type,longstr}"),
+    "x-cancel-on-ha-failover as a number": ({"x-cancel-on-ha-failover": 1}, "{unacceptable_type,byte}"),
+    "x-cancel-on-ha-failover true": ({"x-cancel-on-ha-failover": True}, None),
+    "x-stream-offset on a classic queue": ({"x-stream-offset": "first"}, "of queue type rabbit_classic_queue"),
+    "x-stream-offset as a bool": ({"x-stream-offset": True}, "of queue type rabbit_classic_queue"),
+    "x-credit as a table": ({"x-credit": {"credit": 1, "drain": False}}, None),
+    "x-credit as a number": ({"x-credit": 1}, "{unacceptable_type,byte}"),  # RabbitMQ: 541
+    "unknown argument": ({"x-other": "x", "x-stream-filter": 1}, None),
+}
+
+
+@pytest.mark.parametrize("name", list(CONSUMER_ARGUMENTS))
+def test_consumer_arguments_are_validated_like_rabbitmq(name: str, amqp_url: str, loop_kind: str) -> None:
+    arguments, detail = CONSUMER_ARGUMENTS[name]
+    if EXTERNAL and "x-credit" in arguments and detail is not None:
+        pytest.skip("deliberate difference: RabbitMQ 3.10 answers an x-credit that is not a table with 541")
+    with RawClient.open(amqp_url) as client:
+        client.open_channel(1)
+        client.send_method(1, commands.Queue.Declare(queue="", exclusive=True))
+        queue = client.expect(1, commands.Queue.DeclareOk).queue
+        client.send_method(1, commands.Basic.Consume(queue=queue, arguments=arguments))
+        if detail is None:
+            client.expect(1, commands.Basic.ConsumeOk)
+            client.close_connection()
+            return
+        separator = " " if detail.startswith("of queue type") else ": "
+        key = next(iter(arguments))
+        assert client.read_until_close() == CloseInfo(
+            "channel",
+            406,
+            f"PRECONDITION_FAILED - invalid arg '{key}' for queue '{queue}' in vhost '/'{separator}{detail}",
+            60,
+            20,
+            1,
+        )
+        client.close_connection()
 
 
 def test_garbage_before_the_handshake_leaves_the_broker_serving(amqp_url: str, loop_kind: str) -> None:

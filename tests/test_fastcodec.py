@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import decimal
+import math
 import random
 import struct
 from collections.abc import Callable
@@ -592,3 +593,134 @@ def test_encode_delivery_is_deliver_then_content_as_pamqp_frames_them(
         frame_max,
     )
     assert fast == expected
+
+
+# ------------------------------------------------------------------------- property-list check at publish
+
+
+@FAST
+@given(body_sizes, basic_properties())
+def test_check_properties_accepts_every_header_pamqp_writes(body_size: int, props: commands.Basic.Properties) -> None:
+    """Except infinite and NaN floats, which pamqp writes and RabbitMQ refuses (541): so do we (502)."""
+    problem = fc.check_properties(pamqp_header_payload(body_size, props))
+    assert problem is None or (_has_non_finite_float(props.headers) and problem.endswith("float is not finite"))
+
+
+def _has_non_finite_float(value: object) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_has_non_finite_float(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_non_finite_float(v) for v in value)
+    return False
+
+
+def _mutated_header(data: st.DataObject, whole: bytes) -> bytes:
+    payload = bytearray(whole)
+    for _ in range(data.draw(st.integers(1, 3))):
+        kind = data.draw(st.sampled_from(["flip", "insert", "delete", "flags", "u32"]))
+        pos = data.draw(st.integers(12, max(12, len(payload))))
+        if kind == "flip" and pos < len(payload):
+            payload[pos] ^= data.draw(st.integers(1, 255))
+        elif kind == "insert":
+            payload[pos:pos] = data.draw(st.binary(min_size=1, max_size=5))
+        elif kind == "delete":
+            del payload[pos : pos + data.draw(st.integers(1, 5))]
+        elif kind == "flags" and len(payload) >= 14:
+            struct.pack_into(">H", payload, 12, data.draw(st.integers(0, 0xFFFF)))
+        elif kind == "u32" and pos + 4 <= len(payload):
+            struct.pack_into(">I", payload, pos, data.draw(st.integers(0, 300)))
+    return bytes(payload)
+
+
+@settings(max_examples=600, deadline=None)
+@given(body_sizes, basic_properties(), st.data())
+def test_what_check_properties_accepts_pamqp_decodes_and_re_encodes(
+    body_size: int, props: commands.Basic.Properties, data: st.DataObject
+) -> None:
+    """The check is stricter than pamqp (exact lengths, RabbitMQ's field types), never looser: a header it
+    accepts decodes, re-encodes (dead-lettering, reply-to rewriting do that) and reads the same again."""
+    payload = _mutated_header(data, pamqp_header_payload(body_size, props))
+    if fc.fixed_size_properties_ok(payload):
+        assert fc.check_properties(payload) is None
+    if fc.check_properties(payload) is not None:
+        return
+    decoded = fc.decode_properties(payload)
+    again = fc.encode_header_payload(body_size, decoded)
+    assert fc.check_properties(again) is None
+    assert fc.decode_properties(again).headers is not None or decoded.headers is None
+
+
+def _headers(table: bytes) -> bytes:
+    return struct.pack(">HI", 0x2000, len(table)) + table
+
+
+@pytest.mark.parametrize(
+    ("properties", "problem"),
+    [
+        (b"", "content header is truncated"),
+        (b"\x00\x00\x00", "1 octets left over after the last property"),
+        (b"\x00\x01\x00\x00", "property flags 0x0001 have the continuation bit set (Basic has 14 properties)"),
+        (b"\x10\x00", "property delivery_mode: truncated: 0 of 1 octets"),
+        (b"\x00\x40" + bytes(7), "property timestamp: truncated: 7 of 8 octets"),
+        (
+            b"\x00\x40" + struct.pack(">Q", fc.MAX_TIMESTAMP + 1),
+            f"property timestamp: {fc.MAX_TIMESTAMP + 1} is out of range",
+        ),
+        (b"\x80\x00\x05ab", "property content_type: short string of length 5 runs past the end (2 octets left)"),
+        (_headers(b"\x01a"), "property headers: field 'a': no value"),
+        (_headers(b"\x01aS\x00"), "property headers: field 'a': long string length is truncated"),
+        (
+            _headers(b"\x05a"),
+            "property headers: field name: short string of length 5 runs past the end (1 octets left)",
+        ),
+        (_headers(b"\x01\xffV"), "property headers: field name: short string is not valid UTF-8"),
+        (_headers(b"\x01aAZ"), "property headers: field 'a': array length is truncated"),
+        (_headers(b"\x01aT"), "property headers: field 'a': value truncated"),
+        (_headers(b"\x01aq"), "property headers: field 'a': unknown field type 'q'"),
+        (
+            _headers(b"\x01ad" + struct.pack(">d", 1e300)),
+            "property headers: field 'a': double is not finite or outside the 32-bit float range",
+        ),
+        (_headers(b"\x01aA\x00\x00\x00\x01t"), "property headers: field 'a': array element 0: value truncated"),
+    ],
+)
+def test_check_properties_names_the_problem(properties: bytes, problem: str) -> None:
+    payload = struct.pack(">HHQ", 60, 0, 1) + properties
+    assert fc.check_properties(payload) == problem
+
+
+def test_check_properties_refuses_tables_nested_deeper_than_the_limit() -> None:
+    def nested(depth: int) -> bytes:
+        table = b""
+        for _ in range(depth):
+            table = struct.pack(">I", len(table) + 3) + b"\x01tF" + table if table else struct.pack(">I", 0)
+        return table
+
+    ok = struct.pack(">HHQH", 60, 0, 1, 0x2000) + nested(fc.MAX_TABLE_DEPTH)
+    deep = struct.pack(">HHQH", 60, 0, 1, 0x2000) + nested(fc.MAX_TABLE_DEPTH + 1)
+    assert fc.check_properties(ok) is None
+    problem = fc.check_properties(deep)
+    assert problem is not None and problem.endswith(f"field tables nested deeper than {fc.MAX_TABLE_DEPTH}")
+
+
+def test_binary_long_strings_in_the_headers_survive_re_encoding() -> None:
+    """pamqp decodes a long string that is not UTF-8 as bytes and cannot encode bytes; dead-lettering re-encodes
+    the headers (found by tests/test_fuzz_malformed.py as a 541). They go back out as the same long strings."""
+    table = b"\x01kS\x00\x00\x00\x01\x80" + b"\x01nF\x00\x00\x00\x0c\x01aA\x00\x00\x00\x05S\x00\x00\x00\x00"
+    payload = struct.pack(">HHQH", 60, 0, 3, 0xA000) + b"\x04text" + struct.pack(">I", len(table)) + table
+    assert fc.check_properties(payload) is None
+    decoded = fc.decode_properties(payload)
+    assert decoded.headers == {"k": b"\x80", "n": {"a": [""]}}
+    assert fc.encode_header_payload(3, decoded) == payload
+    props = commands.Basic.Properties(
+        content_type="ct", content_encoding="enc", headers={"a": [b"\xff", {"b": b"\x80"}], "i": 1}, message_id="m"
+    )
+    again = fc.decode_properties(fc.encode_header_payload(5, props))
+    assert (again.content_type, again.content_encoding, again.headers, again.message_id) == (
+        "ct",
+        "enc",
+        props.headers,
+        "m",
+    )

@@ -266,9 +266,9 @@ def test_channel_error_reply_carries_code_text_and_method_ids() -> None:
         ),
         (b"\x01\x00\x00\x00\x00\x00\x04\x00\x0a\x00\x33\x00", 501, "FRAME_ERROR - type 1"),
         (
-            b"\x03\x00\x01\x00\x02\x00\x00",
+            b"\x03\x00\x01\x00\x02\x00\x01",  # a payload of frame_max is allowed, one octet more is not
             501,
-            "FRAME_ERROR - type 3, all octets = <<>>: {frame_too_large,131072,",
+            "FRAME_ERROR - type 3, all octets = <<>>: {frame_too_large,131073,",
         ),
         (
             m(1, commands.Channel.Open()) + m(1, commands.Basic.Publish(immediate=True)),

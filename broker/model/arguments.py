@@ -488,10 +488,18 @@ _TYPE_MODULES: Final = MappingProxyType({"classic": "rabbit_classic_queue", "quo
 _TYPE_ARGS: Final = MappingProxyType({"classic": CLASSIC_QUEUE_ARGS, "quorum": QUORUM_QUEUE_ARGS})
 _ALL_QUEUE_ARGS: Final = frozenset(CLASSIC_QUEUE_ARGS + QUORUM_QUEUE_ARGS + _STREAM_QUEUE_ARGS)
 
+
 # rabbit_classic_queue / rabbit_quorum_queue consumer_arguments; x-stream-offset belongs to streams only.
+def _check_credit(value: object, _args: Mapping[str, object]) -> _Term | None:
+    # RabbitMQ reads credit and drain out of a table and ignores any other shape of table; a value that is not a
+    # table crashes its channel (541). We answer with the precise 406 instead.
+    return None if isinstance(value, dict) else _unacceptable(value)
+
+
 _CONSUME_VALIDATORS: Final[Sequence[tuple[str, _Validator]]] = (
     ("x-priority", _check_int),
     ("x-cancel-on-ha-failover", _check_bool),
+    ("x-credit", _check_credit),
 )
 _CONSUME_TYPE_ARGS: Final = MappingProxyType(
     {"classic": ("x-cancel-on-ha-failover", "x-priority", "x-credit"), "quorum": ("x-priority", "x-credit")}
@@ -648,8 +656,7 @@ def _shown_typed(value: object) -> str:
 def _inequivalent(key: str, kind: str, name: str, vhost: str, received: str, current: str) -> AMQPError:
     return ChannelError(
         PRECONDITION_FAILED,
-        f"inequivalent arg '{key}' for {_rs(kind, name, vhost)}: "
-        f"received {received} but current is {current}",
+        f"inequivalent arg '{key}' for {_rs(kind, name, vhost)}: received {received} but current is {current}",
     )
 
 

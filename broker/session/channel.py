@@ -16,7 +16,7 @@ from pamqp.base import Frame
 from broker.durability.messages import store_message
 from broker.features import reply_to
 from broker.features.publish_extras import EXTRA_FLAGS, route_extras
-from broker.model.arguments import validate_expiration
+from broker.model.arguments import validate_consume_arguments, validate_expiration
 from broker.model.message import Message
 from broker.model.queue import Entry, Queue
 from broker.session import consumer_timeout
@@ -30,6 +30,7 @@ from protocol.errors import (
     NOT_FOUND,
     NOT_IMPLEMENTED,
     PRECONDITION_FAILED,
+    SYNTAX_ERROR,
     ChannelError,
     ConnectionError_,
 )
@@ -172,7 +173,10 @@ class Channel:
         return outcome
 
     def _check_properties(self, flags: int, header: bytes) -> int | None:
-        props = fastcodec.decode_properties(header)
+        try:
+            props = fastcodec.decode_properties(header)
+        except ValueError as exc:  # the protocol layer refuses these first; client data never earns a 541
+            raise ConnectionError_(SYNTAX_ERROR, f"malformed content header properties: {exc}") from None
         if flags & fastcodec.HAS_USER_ID and props.user_id != self.conn.proto.username:
             raise ChannelError(
                 PRECONDITION_FAILED,
@@ -289,6 +293,8 @@ class Channel:
             raise ConnectionError_(NOT_ALLOWED, f"attempt to reuse consumer tag '{tag}'", 60, 20)
         if q is None:
             q = reply_to.consume_queue(self.vhost, self, bool(m.no_ack))
+        elif m.arguments:
+            validate_consume_arguments(q.name, self.vhost.name, q.arguments, m.arguments)
         if q.exclusive_consumer is not None or (m.exclusive and q.consumers):
             raise ChannelError(ACCESS_REFUSED, f"queue '{q.name}' in vhost '{self.vhost.name}' in exclusive use")
         consumer = ChannelConsumer(
