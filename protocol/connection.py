@@ -122,6 +122,7 @@ _SERVER_ONLY = frozenset(
     )
 )
 _KNOWN_CLASSES = frozenset(index >> 16 for index in commands.INDEX_MAPPING)
+_FIXED_ONLY_SIZES = fastcodec.FIXED_ONLY_SIZES
 _TAG_METHOD_SIZE = 4 + 8 + 1  # method id, delivery tag, one bit octet (Ack, Nack, Reject)
 _U8 = struct.Struct(">B")
 _U32 = struct.Struct(">I")
@@ -380,11 +381,15 @@ class AMQPConnection:
             and header[1] == CLASS_BASIC
             and header[2] == 0
             and header[3] == 0  # weight: anything else is refused (505) on the slow path
-            and (fastcodec.fixed_size_properties_ok(header) or fastcodec.check_properties(header) is None)
+            and (
+                _FIXED_ONLY_SIZES.get(header[12] << 8 | header[13]) == len(header)
+                or fastcodec.check_properties(header) is None
+            )
         ):
             try:
                 exchange, routing_key, mandatory, immediate = fastcodec.decode_publish(method)
-                exact = len(method) == fastcodec.publish_size(method)
+                n = method[6]  # no octet may follow the arguments (publish_size, inline)
+                exact = len(method) == 9 + n + method[7 + n]
             except ValueError:
                 exact = False  # replayed below, to get the precise decode error
             if exact and not immediate and len(body) <= self.max_message_size:

@@ -496,16 +496,13 @@ def _encode_value(value: Any) -> bytes:
 # as 32-bit) and field tables nested deeper than ``MAX_TABLE_DEPTH``.
 
 MAX_TABLE_DEPTH = 64
-_FIXED_FLAGS = HAS_DELIVERY_MODE | HAS_PRIORITY | HAS_TIMESTAMP
 _RESERVED_FLAG = 0x0002  # unused by Basic; RabbitMQ and pamqp ignore it, so it is accepted
-# Payload size of a content header whose only properties are fixed-size ones, by its flags word.
-_FIXED_ONLY_SIZES: dict[int, int] = {
-    flags | reserved: _PROPERTIES_OFFSET
-    + (1 if flags & HAS_DELIVERY_MODE else 0)
-    + (1 if flags & HAS_PRIORITY else 0)
-    + (8 if flags & HAS_TIMESTAMP else 0)
-    for flags in range(0, 0x10000, 0x40)
-    if not flags & ~_FIXED_FLAGS
+# Payload size of a content header whose only properties are delivery mode and priority (one octet each), by its
+# flags word: for those, comparing the length is the whole check. The publish hot path reads this table inline.
+FIXED_ONLY_SIZES: dict[int, int] = {
+    dm | prio | reserved: _PROPERTIES_OFFSET + (1 if dm else 0) + (1 if prio else 0)
+    for dm in (0, HAS_DELIVERY_MODE)
+    for prio in (0, HAS_PRIORITY)
     for reserved in (0, _RESERVED_FLAG)
 }
 _PROPERTY_NAMES: dict[int, str] = {
@@ -554,26 +551,19 @@ def check_properties(header_payload: bytes) -> str | None:
     """``None`` when the content header's property list parses exactly (and pamqp can decode and re-encode it),
     else what is wrong with it, for a 502 SYNTAX_ERROR. Class id, weight and body size are not checked here.
 
-    Headers with no property or only fixed-size ones (delivery mode, priority, timestamp) are checked by their
-    length alone, plus the timestamp's range; any other property costs one walk over the lengths."""
+    Headers with no property but delivery mode and priority are checked by their length alone
+    (``FIXED_ONLY_SIZES``); any other property costs one walk over the lengths."""
     size = len(header_payload)
     if size < _PROPERTIES_OFFSET:
         return "content header is truncated"
     flags = header_payload[_FLAGS_OFFSET] << 8 | header_payload[_FLAGS_OFFSET + 1]
-    if _FIXED_ONLY_SIZES.get(flags) == size and not flags & HAS_TIMESTAMP:
+    if FIXED_ONLY_SIZES.get(flags) == size:
         return None
     try:
         _walk_properties(header_payload, flags)
     except MalformedField as err:
         return str(err)
     return None
-
-
-def fixed_size_properties_ok(header_payload: bytes) -> bool:
-    """The cheap exact check :func:`check_properties` starts with, for the publish hot path: true when the header
-    has no property but delivery mode and priority and its length is exactly theirs. False means "walk it"."""
-    flags = header_payload[_FLAGS_OFFSET] << 8 | header_payload[_FLAGS_OFFSET + 1]
-    return _FIXED_ONLY_SIZES.get(flags) == len(header_payload) and not flags & HAS_TIMESTAMP
 
 
 _LAYOUTS: dict[int, tuple[tuple[int, int], ...]] = {}  # flags -> the (bit, width) of the properties it sets
