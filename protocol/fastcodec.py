@@ -440,22 +440,37 @@ def decode_properties(header_payload: bytes) -> commands.Basic.Properties:
 def encode_header_payload(body_size: int, properties: commands.Basic.Properties) -> bytes:
     """Content-header payload for ``properties``; pamqp encodes the property list (slow path).
 
-    pamqp decodes a long string that is not UTF-8 as ``bytes`` but cannot encode ``bytes`` back; RabbitMQ and
-    Java clients send such binary long strings. When the headers hold one, the headers table is written here
-    (``bytes`` as a long string again, everything else by pamqp) and spliced into pamqp's property list."""
+    Two values pamqp decodes but will not encode are written here and spliced into pamqp's property list, as
+    RabbitMQ passes both through: a headers table holding ``bytes`` (pamqp's reading of a long string that is not
+    UTF-8; Java clients send binary long strings) and a non-empty ``cluster_id`` (deprecated; pamqp refuses it)."""
     prefix = _CONTENT_HEADER_PREFIX.pack(CLASS_BASIC, 0, body_size)
     headers = properties.headers
-    if not headers or not _holds_bytes(headers):
+    cluster_id = properties.cluster_id
+    binary = bool(headers) and _holds_bytes(headers)
+    if not binary and not cluster_id:
         return prefix + properties.marshal()
-    placeholder = commands.Basic.Properties(**{name: getattr(properties, name) for name in properties.__slots__})
-    placeholder.headers = {}
-    listed = placeholder.marshal()  # the headers table is the four zero octets after the two strings before it
-    at = 2
-    for name in ("content_type", "content_encoding"):
-        value = getattr(properties, name)
-        if value:
-            at += 1 + len(value.encode("utf-8"))
-    return prefix + listed[:at] + _encode_table(headers) + listed[at + 4 :]
+    listed = properties_with(properties, headers={} if binary else headers, cluster_id="").marshal()
+    if binary:  # the empty table pamqp wrote is four zero octets after the two strings before it
+        at = 2
+        for name in ("content_type", "content_encoding"):
+            value = getattr(properties, name)
+            if value:
+                at += 1 + len(value.encode("utf-8"))
+        listed = listed[:at] + _encode_table(headers or {}) + listed[at + 4 :]
+    if cluster_id:  # the last property: its flag, and its short string at the end
+        flags = _U16.unpack_from(listed)[0] | HAS_CLUSTER_ID
+        listed = _U16.pack(flags) + listed[2:] + pamqp_encode.short_string(cluster_id)
+    return prefix + listed
+
+
+def properties_with(properties: commands.Basic.Properties, **changes: Any) -> commands.Basic.Properties:
+    """A copy of ``properties`` with ``changes``, built without pamqp's constructor: it validates, and refuses
+    values that arrive on the wire and that RabbitMQ passes through (a cluster_id, a delivery mode other than 1
+    or 2); its marshal writes them all the same."""
+    copy = commands.Basic.Properties.__new__(commands.Basic.Properties)
+    for name in properties.__slots__:
+        setattr(copy, name, changes[name] if name in changes else getattr(properties, name, None))
+    return copy
 
 
 def _holds_bytes(value: object) -> bool:

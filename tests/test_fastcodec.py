@@ -724,3 +724,15 @@ def test_binary_long_strings_in_the_headers_survive_re_encoding() -> None:
         props.headers,
         "m",
     )
+
+
+def test_a_cluster_id_and_an_odd_delivery_mode_survive_re_encoding() -> None:
+    """Refused by pamqp's constructor, passed through by RabbitMQ: dead-lettering re-encodes them."""
+    payload = struct.pack(">HHQH", 60, 0, 3, 0x8004) + b"\x04text" + b"\x03cid"
+    assert fc.check_properties(payload) is None
+    decoded = fc.decode_properties(payload)
+    assert decoded.cluster_id == "cid"
+    assert fc.encode_header_payload(3, decoded) == payload
+    with_binary = fc.properties_with(commands.Basic.Properties(headers={"b": b"\xff"}), cluster_id="c", delivery_mode=0)
+    again = fc.decode_properties(fc.encode_header_payload(3, with_binary))
+    assert (again.headers, again.cluster_id, again.delivery_mode) == ({"b": b"\xff"}, "c", 0)

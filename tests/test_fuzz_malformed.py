@@ -81,7 +81,7 @@ def seed_frames(queue: str, overflow: str) -> list[bytes]:
     return [
         *publish(queue, RICH_PROPERTIES, b"rich body"),
         *publish(queue, commands.Basic.Properties(delivery_mode=1), b"plain"),
-        *publish(overflow, commands.Basic.Properties(headers={"k": "v", "n": [1, 2]}), b"overflowing"),
+        *publish(overflow, commands.Basic.Properties(headers={"k": "v", "n": [1, 2]}, delivery_mode=2), b"overflowing"),
         *publish(overflow, commands.Basic.Properties(headers={"k": "w"}), b"second"),
         *publish("", commands.Basic.Properties(headers={"a": 1, "s": "text"}), b"headers", exchange="amq.headers"),
         marshal(1, commands.Basic.Consume(queue=queue, consumer_tag="extra", arguments={"x-priority": 1})),

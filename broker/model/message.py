@@ -68,11 +68,12 @@ _PROPERTY_NAMES = tuple(commands.Basic.Properties().attributes())
 
 def copy_properties(props: Any, **changes: Any) -> commands.Basic.Properties:
     """A new Basic.Properties with ``changes`` applied (decoded properties are shared: never mutate them)."""
-    values = {name: getattr(props, name) for name in _PROPERTY_NAMES}
-    values.update(changes)
-    if values.get("cluster_id") is None:
-        values["cluster_id"] = ""
-    return commands.Basic.Properties(**values)
+    # Not pamqp's constructor: it refuses a cluster_id or a delivery mode other than 1 or 2, which a publisher may
+    # send and RabbitMQ passes through (a 541 on dead-lettering before).
+    copy = fastcodec.properties_with(props, **changes)
+    if copy.cluster_id is None:
+        copy.cluster_id = ""
+    return copy
 
 
 def with_headers(msg: Message, updates: dict[str, Any]) -> Message:
