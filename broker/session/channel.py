@@ -216,18 +216,14 @@ class Channel:
 
     # ------------------------------------------------------------------ delivery (hot)
     def track_unacked(self, tag: int, entry: Entry, consumer: ChannelConsumer | None) -> None:
+        """A delivery (or basic.get) that now waits for its ack; ``consumer`` is None for basic.get."""
         self.unacked.add(tag, entry)
         entry.consumer = consumer
-        if entry.msg.msg_id and entry.delivery_count == 1:
-            self.mark_delivered(entry)
-
-    @staticmethod
-    def mark_delivered(entry: Entry) -> None:
-        """A stored message's first delivery: noted in the store, so it comes back redelivered=True after a
-        restart."""
-        store = entry.queue.store
-        if store is not None:
-            store.add_mark(entry.queue.vhost, entry.queue.name, entry.msg.msg_id)
+        msg_id = entry.msg.msg_id
+        if msg_id and entry.delivery_count == 1:
+            store = entry.queue.store
+            if store is not None:  # so that it comes back redelivered=True after a restart
+                store.add_mark(entry.queue.vhost, entry.queue.name, msg_id)
 
     # ------------------------------------------------------------------ acknowledgements (hot)
     def ack(self, tag: int, multiple: bool) -> None:

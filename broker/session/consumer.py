@@ -94,10 +94,7 @@ class ChannelConsumer:
                 entry.queue.forget(entry)
         else:
             self.unacked += 1
-            ch.unacked.add(tag, entry)
-            entry.consumer = self
-            if msg.msg_id and entry.delivery_count == 1:
-                ch.mark_delivered(entry)
+            ch.track_unacked(tag, entry, self)
         transport = ch.conn.transport
         if transport is not None and transport.get_write_buffer_size():
             # The consumer's socket is already backed up, so batching gains nothing: hand the delivery to the
