@@ -5,6 +5,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from storage.base import (
+    BROKER_WIDE,
     Batch,
     BindingDelete,
     BindingRecord,
@@ -17,6 +18,9 @@ from storage.base import (
     QueueRecord,
     Remove,
     ScopedName,
+    SettingDelete,
+    SettingKey,
+    SettingRecord,
     Snapshot,
     StorageError,
     Store,
@@ -51,6 +55,7 @@ def open_store(url: str, data_dir: str) -> Store:
 
 
 __all__ = [
+    "BROKER_WIDE",
     "Batch",
     "BindingDelete",
     "BindingRecord",
@@ -64,6 +69,9 @@ __all__ = [
     "QueueRecord",
     "Remove",
     "ScopedName",
+    "SettingDelete",
+    "SettingKey",
+    "SettingRecord",
     "Snapshot",
     "StorageError",
     "Store",

@@ -81,7 +81,8 @@ class VHostRecord:
 
 @dataclass(frozen=True, slots=True)
 class VHostDelete:
-    """Deleting a vhost deletes everything stored under it: exchanges, queues, bindings and enqueues."""
+    """Deleting a vhost deletes everything stored under it: exchanges, queues, bindings, enqueues and the
+    settings whose vhost it is (never the broker-wide ones)."""
 
     name: str
 
@@ -146,6 +147,36 @@ class BindingDelete:
     arguments: FieldTable
 
 
+BROKER_WIDE = ""  # the vhost of a setting that belongs to the whole broker (a user), not to one vhost
+
+
+@dataclass(frozen=True, slots=True)
+class SettingRecord:
+    """A small named piece of broker configuration the store keeps without interpreting it.
+
+    Users, permissions, topic permissions and vhost limits now; policies and runtime parameters later. The
+    store keeps `value` exactly as given (any table the field codec round-trips) and never looks inside it.
+    A setting is identified by (vhost, kind, name): storing another record with the same three replaces it
+    whole. `vhost` is `BROKER_WIDE` ("") for settings of the whole broker (users); otherwise the vhost it
+    belongs to, and deleting that vhost deletes it (a `VHostDelete` never touches broker-wide settings). The
+    store does not require the vhost to have a `VHostRecord`.
+    """
+
+    vhost: str  # "" (BROKER_WIDE) for broker-wide settings (users); else the vhost it belongs to
+    kind: str  # e.g. "user", "permission", "topic-permission", "vhost-limits", "policy"
+    name: str
+    value: FieldTable
+
+
+@dataclass(frozen=True, slots=True)
+class SettingDelete:
+    """Deletes the setting with this (vhost, kind, name), if there is one."""
+
+    vhost: str
+    kind: str
+    name: str
+
+
 Definition: TypeAlias = (
     VHostRecord
     | VHostDelete
@@ -155,8 +186,11 @@ Definition: TypeAlias = (
     | QueueDelete
     | BindingRecord
     | BindingDelete
+    | SettingRecord
+    | SettingDelete
 )
 ScopedName: TypeAlias = tuple[str, str]  # (vhost, name): the identity of a queue or an exchange
+SettingKey: TypeAlias = tuple[str, str, str]  # (vhost, kind, name): the identity of a setting
 
 
 @dataclass(slots=True)
@@ -180,8 +214,9 @@ class Batch:
 
 @dataclass(slots=True)
 class Snapshot:
-    """What `Store.open()` recovered. Exchanges, queues and the per-queue maps are keyed (vhost, name).
-    Per-queue lists are in enqueue (= message id) order; every queue has an entry in `messages` and `delivered`.
+    """What `Store.open()` recovered. Exchanges, queues and the per-queue maps are keyed (vhost, name), settings
+    (vhost, kind, name). Per-queue lists are in enqueue (= message id) order; every queue has an entry in
+    `messages` and `delivered`.
 
     A fanned-out message is one shared `MessageRecord` object in each queue's list, across vhosts too.
     """
@@ -192,6 +227,7 @@ class Snapshot:
     bindings: list[BindingRecord] = field(default_factory=list)
     messages: dict[ScopedName, list[MessageRecord]] = field(default_factory=dict)
     delivered: dict[ScopedName, set[int]] = field(default_factory=dict)  # (vhost, queue) -> ids with a mark
+    settings: dict[SettingKey, SettingRecord] = field(default_factory=dict)
     next_message_id: int = 1
 
 

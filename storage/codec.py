@@ -22,6 +22,8 @@ from storage.base import (
     FieldValue,
     QueueDelete,
     QueueRecord,
+    SettingDelete,
+    SettingRecord,
     VHostDelete,
     VHostRecord,
 )
@@ -177,9 +179,12 @@ def decode_table(reader: Reader) -> FieldTable:
 
 # Definition records: one tag byte, then (from version 2 on) the vhost, then the fields in declaration order.
 # Version 1 (before records carried a vhost) had no vhost field and no vhost records: it decodes into "/".
+# Settings (S, s) were added later within version 2: new tags, no existing encoding changed, so every record
+# written before still reads the same. Version 1 never had them.
 DEFINITION_VERSION = 2
 LEGACY_VHOST = "/"
 _EXCHANGE, _EXCHANGE_DELETE, _QUEUE, _QUEUE_DELETE, _BINDING, _BINDING_DELETE, _VHOST, _VHOST_DELETE = b"XxQqBbVv"
+_SETTING, _SETTING_DELETE = b"Ss"
 
 
 def _put_flag(out: bytearray, flag: bool) -> None:
@@ -220,6 +225,13 @@ def encode_definition(out: bytearray, record: Definition) -> None:
         out.append(_QUEUE_DELETE)
         _put_str(out, record.vhost)
         _put_str(out, record.name)
+    elif isinstance(record, SettingRecord | SettingDelete):
+        out.append(_SETTING if isinstance(record, SettingRecord) else _SETTING_DELETE)
+        _put_str(out, record.vhost)
+        _put_str(out, record.kind)
+        _put_str(out, record.name)
+        if isinstance(record, SettingRecord):
+            encode_value(out, record.value)
     else:
         out.append(_BINDING if isinstance(record, BindingRecord) else _BINDING_DELETE)
         _put_str(out, record.vhost)
@@ -239,6 +251,11 @@ def decode_definition(reader: Reader, version: int = DEFINITION_VERSION) -> Defi
         if tag == _VHOST_DELETE:
             return VHostDelete(reader.string())
         vhost = reader.string()
+        if tag in (_SETTING, _SETTING_DELETE):
+            kind, name = reader.string(), reader.string()
+            if tag == _SETTING_DELETE:
+                return SettingDelete(vhost, kind, name)
+            return SettingRecord(vhost, kind, name, decode_table(reader))
     elif version == 1:
         vhost = LEGACY_VHOST
     else:

@@ -1,15 +1,17 @@
-"""Topology state (vhosts, exchanges, queues, bindings) and how definition records change it.
+"""Definitions state (vhosts, exchanges, queues, bindings, settings) and how definition records change it.
 
-Shared by every backend so that cascades (deleting a vhost drops everything in it; deleting an exchange or a
-queue drops its bindings) mean the same thing everywhere.
+Shared by every backend so that cascades (deleting a vhost drops everything in it, its settings included but
+never the broker-wide ones; deleting an exchange or a queue drops its bindings) mean the same thing everywhere.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import assert_never
 
 from storage.base import (
+    BROKER_WIDE,
     BindingDelete,
     BindingRecord,
     Definition,
@@ -18,6 +20,9 @@ from storage.base import (
     QueueDelete,
     QueueRecord,
     ScopedName,
+    SettingDelete,
+    SettingKey,
+    SettingRecord,
     Snapshot,
     VHostDelete,
     VHostRecord,
@@ -47,6 +52,7 @@ class Touched:
     exchanges: set[ScopedName] = field(default_factory=set)
     queues: set[ScopedName] = field(default_factory=set)
     bindings: set[BindingKey] = field(default_factory=set)
+    settings: set[SettingKey] = field(default_factory=set)
 
 
 @dataclass(slots=True)
@@ -55,6 +61,7 @@ class DefinitionsState:
     exchanges: dict[ScopedName, ExchangeRecord] = field(default_factory=dict)
     queues: dict[ScopedName, QueueRecord] = field(default_factory=dict)
     bindings: dict[BindingKey, BindingRecord] = field(default_factory=dict)
+    settings: dict[SettingKey, SettingRecord] = field(default_factory=dict)
 
     def apply(self, op: Definition, touched: Touched | None = None) -> None:
         touched = touched if touched is not None else Touched()
@@ -87,8 +94,18 @@ class DefinitionsState:
         elif isinstance(op, VHostRecord):
             self.vhosts[op.name] = op
             touched.vhosts.add(op.name)
-        else:
+        elif isinstance(op, VHostDelete):
             self._drop_vhost(op, touched)
+        elif isinstance(op, SettingRecord):
+            skey = (op.vhost, op.kind, op.name)
+            self.settings[skey] = op
+            touched.settings.add(skey)
+        elif isinstance(op, SettingDelete):
+            skey = (op.vhost, op.kind, op.name)
+            self.settings.pop(skey, None)
+            touched.settings.add(skey)
+        else:
+            assert_never(op)
 
     def _drop_vhost(self, op: VHostDelete, touched: Touched) -> None:
         vhost = op.name
@@ -99,6 +116,10 @@ class DefinitionsState:
                 del table[key]
                 seen.add(key)
         self._drop_bindings(touched, lambda k: k[0] == vhost)
+        if vhost != BROKER_WIDE:  # "" names no vhost among settings: it marks the broker-wide ones
+            for skey in [k for k in self.settings if k[0] == vhost]:
+                del self.settings[skey]
+                touched.settings.add(skey)
 
     def _drop_bindings(self, touched: Touched, doomed: Callable[[BindingKey], bool]) -> None:
         for key in [k for k in self.bindings if doomed(k)]:
@@ -112,6 +133,7 @@ class DefinitionsState:
         out.extend(self.exchanges.values())
         out.extend(self.queues.values())
         out.extend(self.bindings.values())
+        out.extend(self.settings.values())
         return out
 
     def fill(self, snapshot: Snapshot) -> None:
@@ -119,3 +141,4 @@ class DefinitionsState:
         snapshot.exchanges = dict(self.exchanges)
         snapshot.queues = dict(self.queues)
         snapshot.bindings = list(self.bindings.values())
+        snapshot.settings = dict(self.settings)

@@ -16,6 +16,9 @@ The tag says what the record is and which format version wrote it:
 The versions differ only in the definitions: from version 2 on each one carries its vhost, and vhosts
 themselves are definitions. Version 1 definitions decode into vhost "/". A log may mix versions (the first
 records written after an upgrade go into the old head segment); compaction rewrites in the current version.
+Settings (users, permissions, ...) are definitions too, with definition tags of their own added within version
+2 (see storage.codec): a checkpoint carries them like any other definition, and a log without them still
+reads as before.
 
 Queues are named by an incarnation number, not by (vhost, name), so messages of a deleted queue can never
 come back into a later queue of the same name. Incarnations are unique across vhosts, which is why enqueues,

@@ -11,7 +11,9 @@ rows anyway).
 
 Every definition and enqueue row carries its vhost (a column, part of the primary key). Tables written by
 the version before vhosts are migrated on open, in one transaction and idempotently (`_migrate`): their rows
-go to vhost "/".
+go to vhost "/". Settings (users, permissions, ...) have a table of their own, keyed (vhost, kind, name),
+created on open where it is missing; like every definition row they are written from the net effect per key,
+so deleting a vhost deletes its settings rows (never the broker-wide ones, vhost "").
 
 Message rows are deleted lazily by `maintain()` once no enqueue refers to them; replay joins through the
 enqueues, so an orphan row is never recovered.
@@ -26,18 +28,22 @@ from storage.base import (
     MessageRecord,
     QueueDelete,
     ScopedName,
+    SettingKey,
+    SettingRecord,
     Snapshot,
     StorageError,
     VHostDelete,
     net_batch,
 )
-from storage.codec import Reader, decode_definition, encode_definition_bytes, encode_value
+from storage.codec import Reader, decode_definition, decode_table, encode_definition_bytes, encode_table, encode_value
 from storage.definitions import BindingKey, DefinitionsState, Touched
 
-SCHEMA_VERSION = 2
+# 1: before vhosts; 2: a vhost column in every definition and enqueue row; 3: amqpd_settings (only added)
+SCHEMA_VERSION = 3
 
 # Definition rows: kind V (a vhost; key empty, vhost = its name), X (exchange; key = name), Q (queue; key =
 # name) or B (binding; key = _binding_db_key). `record` is the whole record (storage.codec, current version).
+# Setting rows: vhost ("" for broker-wide ones), kind, name and the value table (storage.codec.encode_table).
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS amqpd_definitions (
     vhost text NOT NULL, kind text NOT NULL, key bytea NOT NULL, record bytea NOT NULL,
@@ -50,6 +56,9 @@ CREATE TABLE IF NOT EXISTS amqpd_enqueues (
     PRIMARY KEY (vhost, queue, msg_id));
 CREATE INDEX IF NOT EXISTS amqpd_enqueues_msg ON amqpd_enqueues (msg_id);
 CREATE TABLE IF NOT EXISTS amqpd_meta (k text PRIMARY KEY, v bigint NOT NULL);
+CREATE TABLE IF NOT EXISTS amqpd_settings (
+    vhost text NOT NULL, kind text NOT NULL, name text NOT NULL, value bytea NOT NULL,
+    PRIMARY KEY (vhost, kind, name));
 """
 
 # Serialises concurrent opens of one database, so two processes never migrate at once.
@@ -78,7 +87,12 @@ e_mark AS (UPDATE amqpd_enqueues e SET delivered = true
 e_del AS (DELETE FROM amqpd_enqueues e USING unnest($24::text[], $25::text[], $26::bigint[]) AS x(v, q, i)
           WHERE e.vhost = x.v AND e.queue = x.q AND e.msg_id = x.i),
 meta AS (INSERT INTO amqpd_meta VALUES ('max_msg_id', $27::bigint)
-         ON CONFLICT (k) DO UPDATE SET v = GREATEST(amqpd_meta.v, EXCLUDED.v))
+         ON CONFLICT (k) DO UPDATE SET v = GREATEST(amqpd_meta.v, EXCLUDED.v)),
+s_del AS (DELETE FROM amqpd_settings s USING unnest($28::text[], $29::text[], $30::text[]) AS x(vhost, kind, name)
+          WHERE s.vhost = x.vhost AND s.kind = x.kind AND s.name = x.name),
+s_put AS (INSERT INTO amqpd_settings (vhost, kind, name, value)
+          SELECT * FROM unnest($31::text[], $32::text[], $33::text[], $34::bytea[])
+          ON CONFLICT (vhost, kind, name) DO UPDATE SET value = EXCLUDED.value)
 SELECT 1
 """
 
@@ -109,6 +123,7 @@ async def _migrate(conn: Any) -> None:
 
     Version 1 had no vhosts: its definition and enqueue rows all belong to vhost "/", and its definition
     records are in definition format version 1 (no vhost field), rewritten here in the current format.
+    Version 2 had no settings table: creating it (with the other missing tables, below) is all it takes.
     """
     await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
     await conn.execute(_SCHEMA)  # tables that do not exist yet are created in the current layout
@@ -173,6 +188,9 @@ class PostgresStore:
         rows = await conn.fetch("SELECT record FROM amqpd_definitions")
         for row in rows:  # only records, no deletes: the order does not matter
             self._defs.apply(decode_definition(Reader(bytes(row["record"]))))
+        for row in await conn.fetch("SELECT vhost, kind, name, value FROM amqpd_settings"):
+            value = decode_table(Reader(bytes(row["value"])))
+            self._defs.apply(SettingRecord(row["vhost"], row["kind"], row["name"], value))
         queues = list(self._defs.queues)
         await conn.execute(_DELETE_UNKNOWN_QUEUES, [q[0] for q in queues], [q[1] for q in queues])
         await conn.execute(_DELETE_ORPHANS, 2**62)
@@ -257,6 +275,14 @@ class PostgresStore:
             diff(vhost, "Q", name.encode(), defs.queues.get((vhost, name)))
         for bkey in touched.bindings:
             diff(bkey[0], "B", _binding_db_key(bkey), defs.bindings.get(bkey))
+        setting_gone: list[SettingKey] = []
+        setting_put: list[SettingRecord] = []
+        for skey in touched.settings:
+            setting = defs.settings.get(skey)
+            if setting is None:
+                setting_gone.append(skey)
+            else:
+                setting_put.append(setting)
 
         known = defs.queues
         enqueues = [e for e in net.enqueues if (e[0], e[1]) in known]
@@ -271,7 +297,17 @@ class PostgresStore:
             ]
         if messages:
             self._max_msg_id = max(self._max_msg_id, max(m.msg_id for m in messages))
-        if not (gone_key or put_key or dropped_queues or dropped_vhosts or enqueues or marks or removals):
+        if not (
+            gone_key
+            or put_key
+            or setting_gone
+            or setting_put
+            or dropped_queues
+            or dropped_vhosts
+            or enqueues
+            or marks
+            or removals
+        ):
             return
         self._removed_since_sweep += len(removals) + len(dropped_queues) + len(dropped_vhosts)
         try:
@@ -304,6 +340,13 @@ class PostgresStore:
                 [r.queue for r in removals],
                 [r.msg_id for r in removals],
                 self._max_msg_id,
+                [k[0] for k in setting_gone],
+                [k[1] for k in setting_gone],
+                [k[2] for k in setting_gone],
+                [r.vhost for r in setting_put],
+                [r.kind for r in setting_put],
+                [r.name for r in setting_put],
+                [encode_table(r.value) for r in setting_put],
             )
         except Exception as exc:
             raise StorageError(f"PostgreSQL commit failed: {exc}") from exc

@@ -12,6 +12,8 @@ from storage import (
     MessageRecord,
     QueueDelete,
     QueueRecord,
+    SettingDelete,
+    SettingRecord,
     Snapshot,
     StorageError,
     VHostDelete,
@@ -274,4 +276,21 @@ async def test_vhost_delete_drops_that_vhosts_pending_work() -> None:
     assert second.marks == []
     assert [(r.vhost, r.queue, r.msg_id) for r in second.removals] == [("b", "q", 9)]
     assert isinstance(second.definitions[-2], VHostDelete)
+    await committer.close()
+
+
+async def test_settings_go_through_add_definition_in_order_and_leave_pending_messages_alone() -> None:
+    store = GatedStore()
+    committer = GroupCommitter(store)
+    committer.add_definition(QueueRecord("a", "q", True, False, {}))
+    publish(committer, 1, "q", vhost="a")
+    user = SettingRecord("", "user", "guest", {"tags": ["administrator"]})
+    permission = SettingRecord("a", "permission", "guest", {"configure": ".*", "write": ".*", "read": ".*"})
+    committer.add_definition(user)
+    committer.add_definition(permission)
+    committer.add_definition(SettingDelete("a", "permission", "guest"))
+    await committer.flush()
+    (batch,) = store.batches
+    assert batch.definitions[1:] == [user, permission, SettingDelete("a", "permission", "guest")]
+    assert [(e.vhost, e.queue, e.msg_id) for e in batch.enqueues] == [("a", "q", 1)]
     await committer.close()

@@ -22,13 +22,15 @@ from storage import (
     QueueDelete,
     QueueRecord,
     Remove,
+    SettingDelete,
+    SettingRecord,
     Snapshot,
     VHostDelete,
     VHostRecord,
     open_store,
 )
 from storage.base import FieldTable, net_batch
-from storage.codec import Reader, decode_definition, encode_definition_bytes
+from storage.codec import CodecError, Reader, decode_definition, encode_definition_bytes
 from storage.embedded import EmbeddedStore
 from storage.logformat import Interner, decode_entry, encode_entry
 from storage.memory import MemoryStore
@@ -487,6 +489,7 @@ async def test_a_log_written_before_vhosts_loads_into_the_default_vhost(tmp_path
     store = EmbeddedStore(str(data_dir))
     snap = await store.open()
     assert snap.vhosts == {}
+    assert snap.settings == {}
     assert snap.exchanges == {
         ("/", "ex"): ExchangeRecord("/", "ex", "topic", True, False, False, {"alternate-exchange": "ae", "f": 0.1})
     }
@@ -542,3 +545,143 @@ def test_version_1_and_version_2_records_decode_to_the_same_entries() -> None:
             for _inc, definition in old.definitions:
                 assert definition.vhost == "/"  # type: ignore[union-attr]
                 assert decode_definition(Reader(encode_definition_bytes(definition))) == definition
+
+
+# ---- settings ------------------------------------------------------------------------------------------------
+
+USER: FieldTable = {"password_hash": "c2FsdA==", "hashing_algorithm": "sha256", "tags": ["administrator"], "n": 2}
+PERMISSION: FieldTable = {"configure": ".*", "write": "^amq\\.", "read": "", "ok": True}
+LIMITS: FieldTable = {"max-connections": 10, "max-queues": 2**40, "nested": {"l": [1, "a", {"b": False}], "e": {}}}
+
+
+def some_settings() -> list[SettingRecord]:
+    return [
+        SettingRecord("", "user", "guest", USER),
+        SettingRecord("a", "permission", "guest", PERMISSION),
+        SettingRecord("a", "vhost-limits", "limits", LIMITS),
+        SettingRecord("b", "permission", "guest", {"configure": "", "write": "", "read": ".*"}),
+    ]
+
+
+def settings_by_key(records: list[SettingRecord]) -> dict[tuple[str, str, str], SettingRecord]:
+    return {(r.vhost, r.kind, r.name): r for r in records}
+
+
+def test_setting_records_round_trip_through_the_definition_codec() -> None:
+    for record in [*some_settings(), SettingDelete("", "user", "guest"), SettingDelete("a", "policy", "p")]:
+        assert decode_definition(Reader(encode_definition_bytes(record))) == record
+
+
+def test_a_version_1_record_cannot_hold_a_setting() -> None:
+    raw = encode_definition_bytes(SettingRecord("a", "user", "guest", {}))
+    with pytest.raises(CodecError):
+        decode_definition(Reader(raw), 1)
+
+
+async def test_settings_round_trip_exactly_through_a_restart(tmp_path: Path) -> None:
+    store = EmbeddedStore(str(tmp_path))
+    snap = await store.open()
+    assert snap.settings == {}
+    await store.commit(Batch(definitions=[VHostRecord("a", {}), *some_settings()]))
+    snap = await _reopen_snapshot(store, tmp_path)
+    assert snap.settings == settings_by_key(some_settings())
+    assert snap.settings[("a", "vhost-limits", "limits")].value == LIMITS
+
+
+async def test_a_setting_with_the_same_vhost_kind_and_name_replaces_the_old_one(tmp_path: Path) -> None:
+    store = EmbeddedStore(str(tmp_path))
+    await store.open()
+    await store.commit(Batch(definitions=some_settings()))
+    newer = SettingRecord("a", "permission", "guest", {"configure": "", "write": "", "read": ""})
+    await store.commit(Batch(definitions=[newer]))
+    snap = await _reopen_snapshot(store, tmp_path)
+    assert snap.settings == settings_by_key([*some_settings(), newer])
+    assert snap.settings[("a", "permission", "guest")] == newer
+    assert snap.settings[("b", "permission", "guest")] == some_settings()[3]  # same kind and name, other vhost
+
+
+async def test_setting_delete_removes_only_that_setting(tmp_path: Path) -> None:
+    store = EmbeddedStore(str(tmp_path))
+    await store.open()
+    await store.commit(Batch(definitions=some_settings()))
+    await store.commit(
+        Batch(definitions=[SettingDelete("a", "permission", "guest"), SettingDelete("a", "user", "nobody")])
+    )
+    snap = await _reopen_snapshot(store, tmp_path)
+    assert snap.settings == settings_by_key([s for s in some_settings() if s.vhost != "a" or s.kind != "permission"])
+
+
+async def test_vhost_delete_drops_its_settings_and_keeps_broker_wide_and_other_vhosts_ones(tmp_path: Path) -> None:
+    store = EmbeddedStore(str(tmp_path))
+    await store.open()
+    await store.commit(Batch(definitions=[VHostRecord("a", {}), VHostRecord("b", {}), *some_settings()]))
+    # deleted and declared again in one batch: a setting stored after the delete is the vhost's only one
+    again = SettingRecord("a", "permission", "admin", PERMISSION)
+    await store.commit(Batch(definitions=[VHostDelete("a"), VHostRecord("a", {}), again]))
+    await store.commit(Batch(definitions=[VHostDelete("")]))  # "" is no vhost: broker-wide settings stay
+    snap = await _reopen_snapshot(store, tmp_path)
+    assert snap.settings == settings_by_key([s for s in some_settings() if s.vhost != "a"] + [again])
+
+
+@pytest.mark.parametrize("fate", ["deleted", "compacted"])
+async def test_settings_survive_the_reclaim_of_the_segment_that_held_them(tmp_path: Path, fate: str) -> None:
+    store = EmbeddedStore(str(tmp_path), segment_size=4096, compact_below=0.5)
+    await store.open()
+    await store.commit(Batch(definitions=[*some_settings(), SettingRecord("", "user", "old", {})]))
+    await store.commit(declare("q"))
+    first_segment = store.head_path
+    for i in range(1, 60):
+        await store.commit(publish(i, "q", body=b"z" * 300))
+    assert store.head_path != first_segment
+    newer = SettingRecord("", "user", "guest", {**USER, "tags": []})
+    await store.commit(Batch(definitions=[SettingDelete("", "user", "old"), newer]))
+    kept = {1} if fate == "compacted" else set()
+    await store.commit(Batch(removals=[Remove("/", "q", i) for i in range(1, 60) if i not in kept]))
+    size_before = first_segment.stat().st_size
+    for _ in range(5):
+        await store.maintain()
+    if fate == "deleted":
+        assert not first_segment.exists()
+    else:
+        assert first_segment.stat().st_size < size_before / 2
+    expected = settings_by_key([*some_settings(), newer])
+    store, ids = await reopen(store, tmp_path)
+    assert ids == sorted(kept)
+    snap = await _reopen_snapshot(store, tmp_path)
+    assert snap.settings == expected
+    # and once more after the checkpoint itself has been reclaimed: the next checkpoint carries them on
+    store = EmbeddedStore(str(tmp_path), segment_size=1)
+    await store.open()
+    for i in range(100, 103):
+        await store.commit(publish(i, "q"))
+        await store.commit(Batch(removals=[Remove("/", "q", i)]))
+    for _ in range(5):
+        await store.maintain()
+    snap = await _reopen_snapshot(store, tmp_path)
+    assert snap.settings == expected
+
+
+async def test_a_log_written_before_settings_opens_with_none_and_keeps_new_ones(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    shutil.copytree(FIXTURE_V1, data_dir)
+    store = EmbeddedStore(str(data_dir), compact_below=1.01)
+    snap = await store.open()
+    assert snap.settings == {}
+    assert set(snap.queues) == {("/", "q"), ("/", "q2")}
+    await store.commit(Batch(definitions=some_settings()))
+    store._segment_size = 1  # roll, then rewrite every old segment in the current format
+    await store.commit(Batch(removals=[Remove("/", "q", 12)]))
+    for _ in range(5):
+        await store.maintain()
+    await store.close()
+    assert set(record_tags(data_dir)) <= {3, 4}
+    snap = await EmbeddedStore(str(data_dir)).open()
+    assert snap.settings == settings_by_key(some_settings())
+    assert set(snap.queues) == {("/", "q"), ("/", "q2")}
+    assert ids(snap.messages[("/", "q")]) == [11]
+
+
+async def test_the_memory_store_takes_settings_and_keeps_nothing(tmp_path: Path) -> None:
+    memory = open_store("memory://", str(tmp_path))
+    await memory.commit(Batch(definitions=[*some_settings(), SettingDelete("", "user", "guest"), VHostDelete("a")]))
+    assert (await memory.open()).settings == {}

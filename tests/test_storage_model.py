@@ -1,6 +1,7 @@
 """The embedded store against an in-memory model through random commits, crashes, restarts and compactions.
 
-Queues live in several vhosts, with the same queue names in each, and vhosts are declared and deleted too.
+Queues live in several vhosts, with the same queue names in each, and vhosts are declared and deleted too, as
+are settings (in those vhosts and broker-wide).
 
 Crashes are simulated on a closed store: a torn tail (the last batch record cut at a random byte) must lose
 exactly that batch; a flipped byte inside an older batch record may lose that batch's effects (its enqueues
@@ -27,6 +28,9 @@ from storage import (
     QueueDelete,
     QueueRecord,
     Remove,
+    SettingDelete,
+    SettingKey,
+    SettingRecord,
     Snapshot,
     VHostDelete,
     VHostRecord,
@@ -35,6 +39,7 @@ from storage.embedded import EmbeddedStore
 
 VHOSTS = ("/", "x", "y")
 QUEUES = tuple((vhost, name) for vhost in VHOSTS for name in ("a", "b"))
+SETTINGS = tuple((vhost, kind, name) for vhost in ("", *VHOSTS) for kind in ("user", "permission") for name in "gh")
 Queue = tuple[str, str]  # (vhost, name)
 Key = tuple[str, str, int]  # (vhost, queue, message id)
 
@@ -45,9 +50,10 @@ class Model:
     enqueued: dict[Key, MessageRecord] = field(default_factory=dict)
     delivered: set[Key] = field(default_factory=set)
     vhosts: dict[str, VHostRecord] = field(default_factory=dict)
+    settings: dict[SettingKey, SettingRecord] = field(default_factory=dict)
 
     def copy(self) -> Model:
-        return Model(set(self.queues), dict(self.enqueued), set(self.delivered), dict(self.vhosts))
+        return Model(set(self.queues), dict(self.enqueued), set(self.delivered), dict(self.vhosts), dict(self.settings))
 
     def drop(self, doomed: set[Queue]) -> None:
         self.queues -= doomed
@@ -57,7 +63,7 @@ class Model:
 
     @classmethod
     def from_snapshot(cls, snap: Snapshot) -> Model:
-        model = cls(set(snap.queues), vhosts=dict(snap.vhosts))
+        model = cls(set(snap.queues), vhosts=dict(snap.vhosts), settings=dict(snap.settings))
         for (vhost, queue), records in snap.messages.items():
             for record in records:
                 model.enqueued[(vhost, queue, record.msg_id)] = record
@@ -143,9 +149,21 @@ class StoreMachine(RuleBasedStateMachine):
             op: VHostRecord | VHostDelete = VHostDelete(vhost)
             after.vhosts.pop(vhost, None)
             after.drop({q for q in after.queues if q[0] == vhost})
+            after.settings = {k: v for k, v in after.settings.items() if k[0] != vhost}
         else:
             op = VHostRecord(vhost, {"description": f"v{tag}", "tags": ["t"] * tag})
             after.vhosts[vhost] = op
+        self.commit(Batch(definitions=[op]), after, set(), set(), set())
+
+    @rule(key=st.sampled_from(SETTINGS), delete=st.booleans(), n=st.integers(0, 3))
+    def define_setting(self, key: SettingKey, delete: bool, n: int) -> None:
+        after = self.model.copy()
+        if delete:
+            op: SettingRecord | SettingDelete = SettingDelete(*key)
+            after.settings.pop(key, None)
+        else:
+            op = SettingRecord(*key, {"n": n, "on": bool(n % 2), "tags": ["t"] * n, "m": {"k": [n, str(n)]}})
+            after.settings[key] = op
         self.commit(Batch(definitions=[op]), after, set(), set(), set())
 
     @rule(data=st.data())
@@ -233,6 +251,7 @@ class StoreMachine(RuleBasedStateMachine):
         truth = self.model
         assert got.queues == truth.queues
         assert got.vhosts == truth.vhosts
+        assert got.settings == truth.settings
         for key in truth.enqueued:
             assert key in got.enqueued or key in victim.added, f"lost {key} not written by the damaged record"
         for key, record in got.enqueued.items():

@@ -21,6 +21,8 @@ from storage import (
     QueueDelete,
     QueueRecord,
     Remove,
+    SettingDelete,
+    SettingRecord,
     Snapshot,
     VHostDelete,
     VHostRecord,
@@ -31,6 +33,7 @@ from storage.codec import encode_table
 from storage.postgres import PostgresStore
 
 URL = os.environ.get("AMQPD_TEST_POSTGRES_URL", "")
+TABLES = "amqpd_definitions, amqpd_messages, amqpd_enqueues, amqpd_meta, amqpd_settings"
 pytestmark = pytest.mark.skipif(
     not URL, reason="AMQPD_TEST_POSTGRES_URL is not set (start a server with tests/start_postgres.sh)"
 )
@@ -41,7 +44,7 @@ async def url() -> AsyncIterator[str]:
     import asyncpg
 
     conn = await asyncpg.connect(URL)
-    await conn.execute("DROP TABLE IF EXISTS amqpd_definitions, amqpd_messages, amqpd_enqueues, amqpd_meta CASCADE")
+    await conn.execute(f"DROP TABLE IF EXISTS {TABLES} CASCADE")
     await conn.close()
     yield URL
 
@@ -358,6 +361,7 @@ async def test_tables_written_before_vhosts_are_migrated_into_the_default_vhost(
 
     store = PostgresStore(url)
     check(await store.open())
+    await store.commit(Batch(definitions=[SettingRecord("", "user", "guest", {"tags": ["administrator"]})]))
     # the migrated rows behave like new ones: update and delete them by key, next to another vhost
     await store.commit(
         Batch(
@@ -377,6 +381,7 @@ async def test_tables_written_before_vhosts_are_migrated_into_the_default_vhost(
     assert [m.msg_id for m in snap.messages[("/", "q")]] == [2, 6]
     assert [m.msg_id for m in snap.messages[("b", "q")]] == [6]
     assert snap.next_message_id == 7
+    assert snap.settings == {("", "user", "guest"): SettingRecord("", "user", "guest", {"tags": ["administrator"]})}
 
     conn = await asyncpg.connect(url)
     try:
@@ -390,7 +395,7 @@ async def test_tables_written_before_vhosts_are_migrated_into_the_default_vhost(
                 table,
             )
             assert sorted(r["attname"] for r in columns) == sorted(key)
-        assert await conn.fetchval("SELECT v FROM amqpd_meta WHERE k = 'schema_version'") == 2
+        assert await conn.fetchval("SELECT v FROM amqpd_meta WHERE k = 'schema_version'") == 3
     finally:
         await conn.close()
 
@@ -427,8 +432,141 @@ async def test_a_fresh_database_and_a_migrated_one_have_the_same_columns(url: st
     await reopen(PostgresStore(url), url)  # creates the tables
     fresh = await columns()
     conn = await asyncpg.connect(url)
-    await conn.execute("DROP TABLE amqpd_definitions, amqpd_messages, amqpd_enqueues, amqpd_meta CASCADE")
+    await conn.execute(f"DROP TABLE {TABLES} CASCADE")
     await conn.close()
     await write_v1_tables(url)
     await reopen(PostgresStore(url), url)
     assert await columns() == fresh
+
+
+# ---- settings ------------------------------------------------------------------------------------------------
+
+USER: FieldTable = {"password_hash": "c2FsdA==", "hashing_algorithm": "sha256", "tags": ["administrator"], "n": 2}
+PERMISSION: FieldTable = {"configure": ".*", "write": "^amq\\.", "read": "", "ok": True}
+LIMITS: FieldTable = {"max-connections": 10, "max-queues": 2**40, "nested": {"l": [1, "a", {"b": False}], "e": {}}}
+
+
+def some_settings() -> list[SettingRecord]:
+    return [
+        SettingRecord("", "user", "guest", USER),
+        SettingRecord("a", "permission", "guest", PERMISSION),
+        SettingRecord("a", "vhost-limits", "limits", LIMITS),
+        SettingRecord("b", "permission", "guest", {"configure": "", "write": "", "read": ".*"}),
+    ]
+
+
+def settings_by_key(records: list[SettingRecord]) -> dict[tuple[str, str, str], SettingRecord]:
+    return {(r.vhost, r.kind, r.name): r for r in records}
+
+
+async def settings_rows(url: str) -> list[tuple[str, str, str]]:
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch("SELECT vhost, kind, name FROM amqpd_settings ORDER BY vhost, kind, name")
+        return [(r["vhost"], r["kind"], r["name"]) for r in rows]
+    finally:
+        await conn.close()
+
+
+async def test_settings_round_trip_exactly_through_a_restart(url: str) -> None:
+    store = PostgresStore(url)
+    assert (await store.open()).settings == {}
+    await store.commit(Batch(definitions=[VHostRecord("a", {}), *some_settings()]))
+    snap = await reopen(store, url)
+    assert snap.settings == settings_by_key(some_settings())
+    assert snap.settings[("a", "vhost-limits", "limits")].value == LIMITS
+    assert await settings_rows(url) == sorted(settings_by_key(some_settings()))
+
+
+async def test_a_setting_with_the_same_vhost_kind_and_name_replaces_the_old_one(url: str) -> None:
+    store = PostgresStore(url)
+    await store.open()
+    await store.commit(Batch(definitions=some_settings()))
+    newer = SettingRecord("a", "permission", "guest", {"configure": "", "write": "", "read": ""})
+    newest = SettingRecord("", "user", "guest", {"tags": []})
+    # the same key twice in one batch: the last one wins (and the row is written once)
+    await store.commit(Batch(definitions=[newer, SettingRecord("", "user", "guest", {"tags": ["x"]}), newest]))
+    snap = await reopen(store, url)
+    assert snap.settings == settings_by_key([*some_settings(), newer, newest])
+    assert snap.settings[("b", "permission", "guest")] == some_settings()[3]  # same kind and name, other vhost
+
+
+async def test_setting_delete_removes_only_that_setting(url: str) -> None:
+    store = PostgresStore(url)
+    await store.open()
+    await store.commit(Batch(definitions=some_settings()))
+    await store.commit(
+        Batch(definitions=[SettingDelete("a", "permission", "guest"), SettingDelete("a", "user", "nobody")])
+    )
+    # stored and deleted in one batch: no row at all
+    await store.commit(Batch(definitions=[SettingRecord("c", "policy", "p", {}), SettingDelete("c", "policy", "p")]))
+    snap = await reopen(store, url)
+    expected = settings_by_key([s for s in some_settings() if s.vhost != "a" or s.kind != "permission"])
+    assert snap.settings == expected
+    assert await settings_rows(url) == sorted(expected)
+
+
+async def test_vhost_delete_drops_its_settings_and_keeps_broker_wide_and_other_vhosts_ones(url: str) -> None:
+    store = PostgresStore(url)
+    await store.open()
+    await store.commit(Batch(definitions=[VHostRecord("a", {}), VHostRecord("b", {}), *some_settings()]))
+    # deleted and declared again in one batch: a setting stored after the delete is the vhost's only one
+    again = SettingRecord("a", "permission", "admin", PERMISSION)
+    await store.commit(Batch(definitions=[VHostDelete("a"), VHostRecord("a", {}), again]))
+    await store.commit(Batch(definitions=[VHostDelete("")]))  # "" is no vhost: broker-wide settings stay
+    snap = await reopen(store, url)
+    expected = settings_by_key([s for s in some_settings() if s.vhost != "a"] + [again])
+    assert snap.settings == expected
+    assert await settings_rows(url) == sorted(expected)
+
+
+async def test_a_batch_with_settings_is_still_a_single_round_trip(url: str) -> None:
+    store = PostgresStore(url)
+    await store.open()
+    await store.commit(Batch(definitions=[*declare("q").definitions, *some_settings()]))
+    conn = store._conn
+    counting = CountingConnection(conn)
+    store._conn = counting
+    await store.commit(
+        Batch(
+            definitions=[VHostDelete("a"), SettingDelete("", "user", "guest"), SettingRecord("b", "user", "x", {})],
+            messages=[msg(1)],
+            enqueues=[Enqueue("/", "q", 1)],
+        )
+    )
+    assert len(counting.calls) == 1
+    store._conn = conn
+    snap = await reopen(store, url)
+    assert set(snap.settings) == {("b", "permission", "guest"), ("b", "user", "x")}
+    assert [m.msg_id for m in snap.messages[("/", "q")]] == [1]
+
+
+async def test_a_database_written_before_settings_gets_the_table_on_open(url: str) -> None:
+    import asyncpg
+
+    store = PostgresStore(url)
+    await store.open()
+    await store.commit(Batch(definitions=[VHostRecord("a", {}), *declare("q").definitions]))
+    await store.commit(Batch(messages=[msg(1)], enqueues=[Enqueue("/", "q", 1)]))
+    await store.close()
+    conn = await asyncpg.connect(url)
+    try:  # what the version before settings left behind: no settings table, schema version 2
+        await conn.execute("DROP TABLE amqpd_settings")
+        await conn.execute("UPDATE amqpd_meta SET v = 2 WHERE k = 'schema_version'")
+    finally:
+        await conn.close()
+    store = PostgresStore(url)
+    snap = await store.open()
+    assert snap.settings == {}
+    assert snap.vhosts == {"a": VHostRecord("a", {})}
+    assert [m.msg_id for m in snap.messages[("/", "q")]] == [1]
+    await store.commit(Batch(definitions=some_settings()))
+    snap = await reopen(store, url)
+    assert snap.settings == settings_by_key(some_settings())
+    conn = await asyncpg.connect(url)
+    try:
+        assert await conn.fetchval("SELECT v FROM amqpd_meta WHERE k = 'schema_version'") == 3
+    finally:
+        await conn.close()
