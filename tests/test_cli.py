@@ -42,6 +42,9 @@ NON_DEFAULT = {
     "loop": "asyncio",
     "flow_high": "30000",
     "flow_low": "15000",
+    "loopback_users": "guest,admin",
+    "definitions": "/etc/amqpd/definitions.json",
+    "max_connections": "500",
 }
 
 

@@ -164,7 +164,7 @@ def test_the_default_user_flags_set_the_login_of_the_amqpd_command() -> None:
         assert amqpd.signal(signal.SIGTERM) == 0
 
 
-# ------------------------------------------------------------------------------------ Server.authenticate
+# ------------------------------------------------------------------------------------ Server.login
 
 
 def server(user: str = "guest", password: str = "guest") -> Server:
@@ -172,30 +172,30 @@ def server(user: str = "guest", password: str = "guest") -> Server:
 
 
 def test_guest_logs_in_from_loopback() -> None:
-    assert server().authenticate("guest", "guest", from_loopback=True)
+    assert server().login("PLAIN", "guest", "guest", from_loopback=True)
 
 
 def test_guest_is_refused_from_another_host_even_with_the_right_password() -> None:
-    assert not server().authenticate("guest", "guest", from_loopback=False)
+    assert not server().login("PLAIN", "guest", "guest", from_loopback=False)
 
 
 def test_a_configured_user_logs_in_from_any_host() -> None:
     alice = server("alice", "s3cret")
-    assert alice.authenticate("alice", "s3cret", from_loopback=False)
-    assert alice.authenticate("alice", "s3cret", from_loopback=True)
+    assert alice.login("PLAIN", "alice", "s3cret", from_loopback=False)
+    assert alice.login("PLAIN", "alice", "s3cret", from_loopback=True)
 
 
 @pytest.mark.parametrize(
     ("user", "password"), [("guest", "wrong"), ("nobody", "guest"), ("guest", ""), ("", "")]
 )
 def test_wrong_user_or_password_is_refused(user: str, password: str) -> None:
-    assert not server().authenticate(user, password, from_loopback=True)
+    assert not server().login("PLAIN", user, password, from_loopback=True)
 
 
 def test_a_non_ascii_password_is_compared_exactly() -> None:
     alice = server("alice", "pässwört")
-    assert alice.authenticate("alice", "pässwört", from_loopback=False)
-    assert not alice.authenticate("alice", "passwort", from_loopback=False)
+    assert alice.login("PLAIN", "alice", "pässwört", from_loopback=False)
+    assert not alice.login("PLAIN", "alice", "passwort", from_loopback=False)
 
 
 @pytest.mark.parametrize(

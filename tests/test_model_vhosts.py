@@ -15,7 +15,11 @@ from tests.support.waiting import wait_for
 
 @pytest.fixture
 def other_vhost_url(broker_server: ServerThread, amqp_url: str) -> str:
-    broker_server.call(lambda: broker_server.server.add_vhost("other"))
+    def add() -> None:
+        broker_server.server.add_vhost("other")
+        broker_server.server.set_permissions("guest", "other", ".*", ".*", ".*")
+
+    broker_server.call(add)
     return amqp_url.rstrip("/") + "/other"
 
 

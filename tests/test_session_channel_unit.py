@@ -11,6 +11,7 @@ import pytest
 from pamqp import body, commands, header
 from pamqp import frame as pamqp_frame
 
+from broker.access.control import AccessControl
 from broker.model.queue import Queue
 from broker.model.vhost import VHost
 from broker.server.config import Config
@@ -76,6 +77,7 @@ class FakeServer:
         self.config = Config(consumer_timeout=0, flow_high=20000, flow_low=10000)
         self.loop = FakeLoop()
         self.connections: set[object] = set()
+        self.access = AccessControl()
 
 
 class FakeConnection:
@@ -85,6 +87,7 @@ class FakeConnection:
         self.server = FakeServer()
         self.proto = RecordingProto()
         self.vhost = VHost("/")
+        self.user = None  # no login: the channel checks no permissions
         self.transport = None
         self.writable = True
         self.exclusive_queues: set[Queue] = set()

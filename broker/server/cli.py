@@ -115,6 +115,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         # Only reached where loop signal handlers are unavailable; there was no graceful shutdown.
         return 0
+    except ValueError as exc:
+        # A definitions file that cannot be loaded, or an impossible user/vhost setting: say which and stop.
+        from broker.access.users import AccessConfigError
+        from broker.server.definitions import DefinitionsError
+
+        if not isinstance(exc, (DefinitionsError, AccessConfigError)):
+            log.critical("amqpd stopped by an unexpected error", exc_info=True)
+            return 1
+        print(f"amqpd: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         # Typically the listen socket: port in use, or an address this host does not have.
         where = f"{config.host or '*'}:{config.port}"

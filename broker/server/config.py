@@ -29,3 +29,10 @@ class Config:
     # connections publishing into it until it is back at flow_low (broker/session/flow.py).
     flow_high: int = 20000
     flow_low: int = 10000
+    # Users that may log in only over loopback (RabbitMQ's loopback_users); "" or "none" lifts the rule.
+    loopback_users: str = "guest"
+    # A RabbitMQ definitions file loaded at every start (users, vhosts, permissions, topology); when set, the
+    # default user and vhost are not created unless the file (or the store) has them.
+    definitions: str = ""
+    # Most client connections at once; 0 = as many as the open-files limit allows, less a reserve.
+    max_connections: int = 0

@@ -1,24 +1,27 @@
-"""Listeners, the connection registry, authentication of the default user, and graceful shutdown."""
+"""Listeners, the connection registry, vhosts and users (created, deleted, persisted), and graceful shutdown."""
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import itertools
 import logging
+import resource
 import sys
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+from broker.access.control import AccessControl
+from broker.access.users import AccessConfigError, User
 from broker.durability.journal import StoreJournal
 from broker.durability.recovery import recover, stored_vhosts
+from broker.durability.settings import StoreSettingsJournal
 from broker.features.deadletter import dead_letter
 from broker.model.journal import NO_JOURNAL
 from broker.model.vhost import VHost
 from broker.server.config import Config
 from broker.session.connection import BrokerConnection
 from protocol.errors import CONNECTION_FORCED
-from storage import GroupCommitter, Store, VHostRecord, open_store
+from storage import GroupCommitter, Store, VHostDelete, VHostRecord, open_store
 
 log = logging.getLogger("amqpd")
 
@@ -35,11 +38,36 @@ def loop_name(loop: asyncio.AbstractEventLoop) -> str:
     return "uvloop" if module.startswith("uvloop") else "asyncio"
 
 
+# File descriptors kept back from the automatic connection limit: the store's files, listeners, logs.
+FD_RESERVE = 64
+
+
+def parse_user_list(text: str) -> frozenset[str]:
+    """``loopback_users``: names separated by commas or spaces; "" or "none" is nobody (RabbitMQ's `none`)."""
+    names = {n.strip() for n in text.replace(",", " ").split()}
+    names.discard("")
+    return frozenset() if names == {"none"} else frozenset(names)
+
+
+def raise_fd_limit() -> int:
+    """Lift the soft open-files limit to the hard one (as RabbitMQ's start script asks for) and return it."""
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY or hard > soft:
+            target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        return int(soft)
+    except (ValueError, OSError):
+        return 1024
+
+
 class Server:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.version = amqpd_version()
-        self.users: dict[str, str] = {config.default_user: config.default_pass}
+        self.access = AccessControl(parse_user_list(config.loopback_users))
+        self.connection_limit = config.max_connections  # 0 until start() derives it from the fd limit
         self.connections: set[BrokerConnection] = set()
         self.port = 0
         self._servers: list[asyncio.Server] = []
@@ -49,8 +77,17 @@ class Server:
         self.committer: GroupCommitter | None = None
         self._message_ids = itertools.count(1).__next__
         self.vhosts: dict[str, VHost] = {}
-        self._new_vhost(config.default_vhost)
+        if not config.definitions:
+            self.seed_defaults()
         self._store_pressure = False
+
+    def seed_defaults(self) -> None:
+        """A fresh broker's default vhost and user (an administrator with every permission in it), as RabbitMQ
+        seeds them on a node's first start when no definitions file is configured."""
+        cfg = self.config
+        self.add_vhost(cfg.default_vhost)
+        self.access.add_user(cfg.default_user, cfg.default_pass, tags=["administrator"])
+        self.access.set_permissions(cfg.default_user, cfg.default_vhost, ".*", ".*", ".*")
 
     def _new_vhost(self, name: str) -> VHost:
         committer = self.committer
@@ -62,15 +99,59 @@ class Server:
     def _vhost_for(self, name: str) -> VHost:
         return self.vhosts.get(name) or self._new_vhost(name)
 
-    def add_vhost(self, name: str) -> VHost:
+    def add_vhost(self, name: str, metadata: dict[str, Any] | None = None) -> VHost:
         """A new, empty virtual host (recorded in the store, so it comes back after a restart); the existing one
-        when the name is taken."""
+        when the name is taken. Nobody has permissions in a new vhost (as in RabbitMQ)."""
+        if not name:
+            raise AccessConfigError("a vhost name must not be empty")
         vhost = self.vhosts.get(name)
         if vhost is None:
             vhost = self._new_vhost(name)
             if self.committer is not None:
-                self.committer.add_definition(VHostRecord(name, {}))
+                self.committer.add_definition(VHostRecord(name, dict(metadata or {})))
         return vhost
+
+    def delete_vhost(self, name: str) -> bool:
+        """Close the vhost's connections with RabbitMQ's 320 text, drop its queues (and their messages),
+        exchanges, permissions and limits, and forget it in the store. False when there is no such vhost."""
+        vhost = self.vhosts.pop(name, None)
+        if vhost is None:
+            return False
+        text = f"CONNECTION_FORCED - vhost '{name}' is deleted"
+        for conn in [c for c in self.connections if c.vhost is vhost]:
+            conn.close(CONNECTION_FORCED, text)
+        vhost.journal = NO_JOURNAL  # the one VHostDelete below drops everything stored under it
+        for q in list(vhost.queues.values()):
+            vhost.delete_queue(q)
+        self.access.forget_vhost(name)
+        if self.committer is not None:
+            self.committer.add_definition(VHostDelete(name))
+        log.info("deleted vhost '%s'", name)
+        return True
+
+    def delete_user(self, name: str) -> bool:
+        """Remove a user and its permissions; its open connections are closed (320, as RabbitMQ)."""
+        if not self.access.delete_user(name):
+            return False
+        text = f"CONNECTION_FORCED - user '{name}' is deleted"
+        for conn in [c for c in self.connections if c.user is not None and c.user.name == name]:
+            conn.close(CONNECTION_FORCED, text)
+        return True
+
+    def set_permissions(self, user: str, vhost: str, configure: str, write: str, read: str) -> None:
+        if vhost not in self.vhosts:
+            raise AccessConfigError(f"no such vhost '{vhost}'")
+        self.access.set_permissions(user, vhost, configure, write, read)
+
+    def set_topic_permissions(self, user: str, vhost: str, exchange: str, write: str, read: str) -> None:
+        if vhost not in self.vhosts:
+            raise AccessConfigError(f"no such vhost '{vhost}'")
+        self.access.set_topic_permissions(user, vhost, exchange, write, read)
+
+    def set_vhost_limits(self, vhost: str, limits: dict[str, Any]) -> None:
+        if vhost not in self.vhosts:
+            raise AccessConfigError(f"no such vhost '{vhost}'")
+        self.access.set_vhost_limits(vhost, limits)
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -99,9 +180,14 @@ class Server:
         self.committer.set_failure_callback(self._on_store_failure)
         self._message_ids = itertools.count(snapshot.next_message_id).__next__
         self.vhosts = {}
+        self.access = AccessControl(self.access.loopback_users)
         for name in stored_vhosts(snapshot):
             self._new_vhost(name)
-        self.add_vhost(cfg.default_vhost)
+        for (vhost, kind, name), setting in snapshot.settings.items():
+            self.access.restore(vhost, kind, name, dict(setting.value))
+        self.access.journal = StoreSettingsJournal(self.committer)
+        if not self.access.users and not cfg.definitions:
+            self.seed_defaults()  # a fresh store (or one from before users were stored)
         n = recover(snapshot, self._vhost_for)
         log.info(
             "recovered %d exchanges, %d queues, %d bindings and %d messages from %s in %.2f s",
@@ -131,7 +217,14 @@ class Server:
         self._loop = asyncio.get_running_loop()
         self._stopped = asyncio.Event()
         cfg = self.config
+        fd_limit = raise_fd_limit()
+        if self.connection_limit <= 0:
+            self.connection_limit = max(fd_limit - FD_RESERVE, 1)
         await self._open_store()
+        if cfg.definitions:
+            from broker.server.definitions import load_definitions_file
+
+            load_definitions_file(self, cfg.definitions)
         port = cfg.port
         hosts: list[str | None] = [cfg.host or None]
         if not cfg.host and port == 0:
@@ -167,14 +260,8 @@ class Server:
         assert self._stopped is not None
         await self._stopped.wait()
 
-    def authenticate(self, username: str, password: str, from_loopback: bool) -> bool:
-        expected = self.users.get(username)
-        if expected is None or not hmac.compare_digest(expected.encode(), password.encode()):
-            return False
-        if username == "guest" and not from_loopback:
-            log.warning("user 'guest' can only connect via localhost")
-            return False
-        return True
+    def login(self, mechanism: str, username: str, password: str | None, from_loopback: bool) -> User | None:
+        return self.access.login(mechanism, username, password, from_loopback)
 
     def stats(self) -> dict[str, int]:
         channels = consumers = 0

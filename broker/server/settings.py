@@ -45,6 +45,12 @@ HELP: dict[str, str] = {
     "loop": "event loop: auto (uvloop when installed), uvloop or asyncio (default: auto)",
     "flow_high": "ready messages in a queue with consumers above which its publishers are paused (default: 20000)",
     "flow_low": "ready messages such a queue must drain to before its publishers resume (default: 10000)",
+    "loopback_users": "users who may log in only from this host, separated by commas; '' or none lifts the "
+    "rule (default: guest)",
+    "definitions": "RabbitMQ definitions file (JSON) to load at start: users, vhosts, permissions, exchanges, "
+    "queues, bindings; the default user and vhost are then not created unless the file has them",
+    "max_connections": "most client connections at once; more are refused on accept (default: 0, the "
+    "open-files limit less a reserve)",
 }
 
 
@@ -61,6 +67,8 @@ METAVARS = {
     "consumer_timeout": "MS",
     "flow_high": "N",
     "flow_low": "N",
+    "loopback_users": "USERS",
+    "definitions": "FILE",
 }
 
 
@@ -157,6 +165,8 @@ def _coerce(raw: object, kind: type, source: str) -> Any:
             except ValueError:
                 pass
         raise ConfigError(f"{source}: expected a number, got {raw!r}")
+    if isinstance(raw, list) and all(isinstance(item, str) for item in raw):
+        return ",".join(raw)  # a TOML list, e.g. loopback_users = ["guest", "admin"]
     if not isinstance(raw, str):
         raise ConfigError(f"{source}: expected a string, got {raw!r}")
     return raw
@@ -207,6 +217,7 @@ VALIDATORS: dict[str, Callable[[Any], str | None]] = {
     "consumer_timeout": _int_range(0, None),
     "flow_high": _int_range(1, None),
     "flow_low": _int_range(0, None),
+    "max_connections": _int_range(0, None),
     "loop": _one_of(LOOP_KINDS),
     "log_level": _one_of(LOG_LEVELS),
     "store": _store_url,

@@ -13,11 +13,14 @@ from typing import TYPE_CHECKING, Any
 from pamqp import commands
 from pamqp.base import Frame
 
+from broker.access.grants import CONFIGURE, EXCHANGE, QUEUE, READ, WRITE, Grants
 from broker.durability.messages import store_message
 from broker.features import reply_to
 from broker.features.publish_extras import EXTRA_FLAGS, route_extras
 from broker.model.arguments import validate_consume_arguments, validate_expiration
+from broker.model.exchange import EXCHANGE_TYPES
 from broker.model.message import Message
+from broker.model.names import default_exchange_refused, generate_queue_name, normalize_name
 from broker.model.queue import Entry, Queue
 from broker.session import consumer_timeout
 from broker.session.confirms import Confirms
@@ -68,6 +71,9 @@ class Channel:
         self.last_queue = ""  # the "most recently declared queue" for empty queue names
         self.reply_address: str | None = None  # of this channel's direct reply-to queue, while it consumes
         self.flow_high = conn.server.config.flow_high
+        user = conn.user
+        # What this channel's user may do here; None only for a session with no login (unit tests).
+        self.grants = Grants(conn.server.access, user, vhost.name) if user is not None else None
         self.closed = False
         consumer_timeout.watch(conn.server)  # its timer finds unacked deliveries: nothing per delivery here
         self._dispatch: dict[type, Callable[[Any], None]] = {
@@ -107,6 +113,27 @@ class Channel:
     def _queue(self, name: str) -> Queue:
         return self.vhost.get_queue(self._queue_name(name), self.conn)
 
+    def _readable(self, name: str) -> str:
+        """The queue name (shortcut resolved) once the user may read it: get, consume and purge."""
+        name = normalize_name(self._queue_name(name))
+        if self.grants is not None:
+            self.grants.check(QUEUE, name, READ)
+        return name
+
+    def _check_binding(self, dest_kind: str, destination: str, source: str, routing_key: str) -> None:
+        """RabbitMQ's binding_action checks: write on the destination, neither end the default exchange, read
+        on the source, and the topic read permission for a topic source."""
+        grants = self.grants
+        if grants is None:
+            return
+        grants.check(dest_kind, destination, WRITE)
+        if source == "" or (dest_kind == EXCHANGE and destination == ""):
+            raise default_exchange_refused()
+        grants.check(EXCHANGE, source, READ)
+        ex = self.vhost.exchanges.get(source)
+        if ex is not None and ex.type_name == "topic":
+            grants.check_topic(source, routing_key, READ)
+
     def handle(self, method: Frame) -> None:
         handler = self._dispatch.get(type(method))
         if handler is None:
@@ -120,6 +147,9 @@ class Channel:
 
     # ------------------------------------------------------------------ publish (hot)
     def publish(self, exchange: str, routing_key: str, mandatory: bool, header: bytes, body: bytes) -> None:
+        grants = self.grants
+        if grants is not None:
+            grants.write_exchange(exchange)  # before the lookup, as RabbitMQ: no permission hides existence
         ex = self.vhost.exchanges.get(exchange)
         if ex is None:
             raise ChannelError(NOT_FOUND, f"no exchange '{exchange}' in vhost '{self.vhost.name}'")
@@ -128,6 +158,8 @@ class Channel:
                 ACCESS_REFUSED,
                 f"cannot publish to internal exchange '{exchange}' in vhost '{self.vhost.name}'",
             )
+        if grants is not None and ex.type_name == "topic" and grants.has_topic_permissions:
+            grants.check_topic(exchange, routing_key, WRITE)
         flags = fastcodec.property_flags(header)
         expiration = None
         if flags & _CHECKED_FLAGS:
@@ -177,7 +209,11 @@ class Channel:
             props = fastcodec.decode_properties(header)
         except ValueError as exc:  # the protocol layer refuses these first; client data never earns a 541
             raise ConnectionError_(SYNTAX_ERROR, f"malformed content header properties: {exc}") from None
-        if flags & fastcodec.HAS_USER_ID and props.user_id != self.conn.proto.username:
+        if (
+            flags & fastcodec.HAS_USER_ID
+            and props.user_id != self.conn.proto.username
+            and not (self.grants is not None and self.grants.user.is_impersonator)
+        ):
             raise ChannelError(
                 PRECONDITION_FAILED,
                 f"user_id property set to '{props.user_id}' but authenticated user was '{self.conn.proto.username}'",
@@ -283,7 +319,7 @@ class Channel:
     # ------------------------------------------------------------------ consumers
     def _basic_consume(self, m: commands.Basic.Consume) -> None:
         reply = m.queue == reply_to.REPLY_TO
-        q = self._queue(m.queue) if not reply else None
+        q = self._queue(self._readable(m.queue)) if not reply else None
         tag = m.consumer_tag or new_consumer_tag()
         if tag in self.consumers:
             raise ConnectionError_(NOT_ALLOWED, f"attempt to reuse consumer tag '{tag}'", 60, 20)
@@ -341,7 +377,7 @@ class Channel:
         self.unpark_consumers()
 
     def _basic_get(self, m: commands.Basic.Get) -> None:
-        q = self._queue(m.queue)
+        q = self._queue(self._readable(m.queue))
         entry = q.get()
         if entry is None:
             self.send_method(commands.Basic.GetEmpty())
@@ -426,6 +462,16 @@ class Channel:
 
     # ------------------------------------------------------------------ exchanges
     def _exchange_declare(self, m: commands.Exchange.Declare) -> None:
+        grants = self.grants
+        name = normalize_name(m.exchange)
+        # An unknown type and the default exchange are refused first (by the model), as in RabbitMQ.
+        if grants is not None and not m.passive and name and m.exchange_type in EXCHANGE_TYPES:
+            grants.check(EXCHANGE, name, CONFIGURE)
+            alternate = (m.arguments or {}).get("alternate-exchange")
+            if isinstance(alternate, (str, bytes)) and name not in self.vhost.exchanges:
+                grants.check(EXCHANGE, name, READ)
+                ae = alternate.decode("utf-8", "replace") if isinstance(alternate, bytes) else alternate
+                grants.check(EXCHANGE, ae, WRITE)
         self.vhost.declare_exchange(
             m.exchange,
             m.exchange_type,
@@ -439,16 +485,21 @@ class Channel:
             self.send_method(commands.Exchange.DeclareOk())
 
     def _exchange_delete(self, m: commands.Exchange.Delete) -> None:
+        name = normalize_name(m.exchange)
+        if self.grants is not None and name and not name.startswith("amq."):  # those are refused anyway
+            self.grants.check(EXCHANGE, name, CONFIGURE)
         self.vhost.delete_exchange(m.exchange, if_unused=bool(m.if_unused))
         if not m.nowait:
             self.send_method(commands.Exchange.DeleteOk())
 
     def _exchange_bind(self, m: commands.Exchange.Bind) -> None:
+        self._check_binding(EXCHANGE, normalize_name(m.destination), normalize_name(m.source), m.routing_key)
         self.vhost.bind_exchange(m.destination, m.source, m.routing_key, dict(m.arguments or {}))
         if not m.nowait:
             self.send_method(commands.Exchange.BindOk())
 
     def _exchange_unbind(self, m: commands.Exchange.Unbind) -> None:
+        self._check_binding(EXCHANGE, normalize_name(m.destination), normalize_name(m.source), m.routing_key)
         self.vhost.unbind_exchange(m.destination, m.source, m.routing_key, dict(m.arguments or {}))
         if not m.nowait:
             self.send_method(commands.Exchange.UnbindOk())
@@ -460,9 +511,15 @@ class Channel:
             # No "last declared queue" shortcut here: RabbitMQ answers 404 no queue '' (rabbit_channel).
             q = self.vhost.declare_queue(name, self.conn, passive=True)
         else:
+            name = normalize_name(name)
+            server_named = not name
+            if server_named:
+                name = generate_queue_name()  # here, so that the configure check sees the name (RabbitMQ)
+            self._check_queue_declare(name, m.arguments or {})
             q = self.vhost.declare_queue(
                 name,
                 self.conn,
+                server_named=server_named,
                 durable=bool(m.durable),
                 exclusive=bool(m.exclusive),
                 auto_delete=bool(m.auto_delete),
@@ -477,11 +534,30 @@ class Channel:
                 _DeclareOk(queue=q.name, message_count=q.message_count, consumer_count=q.consumer_count)
             )
 
+    def _check_queue_declare(self, name: str, arguments: dict[str, Any]) -> None:
+        grants = self.grants
+        if grants is not None:
+            grants.check(QUEUE, name, CONFIGURE)
+        vhost = self.vhost
+        if name in vhost.queues:
+            return
+        limit = self.conn.server.access.vhost_limit(vhost.name, "max-queues")
+        if limit is not None and len(vhost.queues) >= limit:
+            raise ChannelError(
+                PRECONDITION_FAILED,
+                f"cannot declare queue '{name}': queue limit in vhost '{vhost.name}' ({limit}) is reached",
+            )
+        dlx = arguments.get("x-dead-letter-exchange")
+        if grants is not None and isinstance(dlx, (str, bytes)):
+            grants.check(QUEUE, name, READ)
+            grants.check(EXCHANGE, dlx.decode("utf-8", "replace") if isinstance(dlx, bytes) else dlx, WRITE)
+
     def _queue_bind(self, m: commands.Queue.Bind) -> None:
         # Shortcuts first, as RabbitMQ: an empty queue name means the last declared queue (404 when none),
         # and with it an empty routing key means that queue's name.
         name = self._queue_name(m.queue)
         routing_key = m.routing_key if m.queue or m.routing_key else name
+        self._check_binding(QUEUE, normalize_name(name), normalize_name(m.exchange), routing_key)
         if m.exchange == "":
             raise ChannelError(ACCESS_REFUSED, "operation not permitted on the default exchange")
         self.vhost.get_exchange(m.exchange)
@@ -493,6 +569,7 @@ class Channel:
     def _queue_unbind(self, m: commands.Queue.Unbind) -> None:
         name = self._queue_name(m.queue)
         routing_key = m.routing_key if m.queue or m.routing_key else name  # the same shortcut as queue.bind
+        self._check_binding(QUEUE, normalize_name(name), normalize_name(m.exchange), routing_key)
         q = self.vhost.queues.get(name)
         if q is not None:
             if q.exclusive_owner is not None and q.exclusive_owner is not self.conn:
@@ -503,13 +580,15 @@ class Channel:
         self.send_method(commands.Queue.UnbindOk())
 
     def _queue_purge(self, m: commands.Queue.Purge) -> None:
-        q = self._queue(m.queue)
+        q = self._queue(self._readable(m.queue))
         n = q.purge()
         if not m.nowait:
             self.send_method(commands.Queue.PurgeOk(message_count=n))
 
     def _queue_delete(self, m: commands.Queue.Delete) -> None:
         name = self._queue_name(m.queue)
+        if self.grants is not None:
+            self.grants.check(QUEUE, normalize_name(name), CONFIGURE)
         q = self.vhost.queues.get(name)
         n = self.vhost.delete_queue_checked(name, self.conn, if_unused=bool(m.if_unused), if_empty=bool(m.if_empty))
         if q is not None and q.deleted:

@@ -25,6 +25,7 @@ from protocol.errors import NOT_ALLOWED, ConnectionError_
 from protocol.framing import ProtocolHeaderMismatch
 
 if TYPE_CHECKING:
+    from broker.access.users import User
     from broker.model.vhost import VHost
     from broker.session.host import SessionHost
 
@@ -74,6 +75,7 @@ class BrokerConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
         self.vhost: VHost | None = None
+        self.user: User | None = None  # set by a successful login
         self.channels: dict[int, Channel] = {}
         self.exclusive_queues: set[Queue] = set()
         self.writable = True
@@ -111,6 +113,18 @@ class BrokerConnection(asyncio.Protocol):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        if len(self.server.connections) >= self.server.connection_limit:
+            # Refused before a byte is exchanged, so an overloaded broker spends no file descriptor or memory
+            # on it (RabbitMQ leaves it waiting in the accept backlog until a slot frees).
+            log.warning(
+                "%s: connection refused: the broker's connection limit (%d) is reached",
+                self.peer,
+                self.server.connection_limit,
+            )
+            self.proto.abandon()
+            self.lingering = True
+            transport.abort()
+            return
         self.server.connections.add(self)
         self._handshake_timer = self.loop.call_later(self.server.config.handshake_timeout, self._handshake_timeout)
 
@@ -380,7 +394,8 @@ class BrokerConnection(asyncio.Protocol):
 
     # ------------------------------------------------------------------ ConnectionHandler
     def on_login(self, mechanism: str, username: str, password: str, client_properties: dict[str, Any]) -> bool:
-        return self.server.authenticate(username, password, self.peer_is_loopback())
+        self.user = self.server.login(mechanism, username, password, self.peer_is_loopback())
+        return self.user is not None
 
     def peer_is_loopback(self) -> bool:
         if self.transport is None:
@@ -388,13 +403,47 @@ class BrokerConnection(asyncio.Protocol):
         return is_loopback_peer(self.transport.get_extra_info("peername"))
 
     def on_open_vhost(self, vhost: str) -> None:
+        """RabbitMQ's order: the vhost exists, its connection limit, the user's, then the user's permission."""
+        user = self.user
+        assert user is not None
         vh = self.server.vhosts.get(vhost)
         if vh is None:
             raise ConnectionError_(NOT_ALLOWED, f"vhost {vhost} not found", 10, 40)
+        access = self.server.access
+        limit = access.vhost_limit(vhost, "max-connections")
+        if limit is not None and sum(1 for c in self.server.connections if c.vhost is vh) >= limit:
+            raise ConnectionError_(
+                NOT_ALLOWED,
+                f"access to vhost '{vhost}' refused for user '{user.name}': connection limit ({limit}) is reached",
+                10,
+                40,
+            )
+        limit = user.limit("max-connections")
+        if limit is not None and sum(1 for c in self.server.connections if c.user is user and c.vhost) >= limit:
+            raise ConnectionError_(
+                NOT_ALLOWED,
+                f"connection refused for user '{user.name}': user connection limit ({limit}) is reached",
+                10,
+                40,
+            )
+        if not access.has_vhost_access(user.name, vhost):
+            raise ConnectionError_(NOT_ALLOWED, f"access to vhost '{vhost}' refused for user '{user.name}'", 10, 40)
         self.vhost = vh
 
     def on_channel_open(self, channel: int) -> None:
-        assert self.vhost is not None
+        assert self.vhost is not None and self.user is not None
+        limit = self.user.limit("max-channels")
+        if limit is not None:
+            name = self.user.name
+            opened = sum(len(c.channels) for c in self.server.connections if c.user and c.user.name == name)
+            if opened >= limit:
+                raise ConnectionError_(
+                    NOT_ALLOWED,
+                    f"number of channels opened for user '{name}' has reached the maximum allowed user limit "
+                    f"of ({limit})",
+                    0,
+                    0,
+                )
         ch = Channel(self, channel, self.vhost)
         ch.deliverable = self.writable
         self.channels[channel] = ch

@@ -9,6 +9,8 @@ import asyncio
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from broker.access.control import AccessControl
+    from broker.access.users import User
     from broker.model.vhost import VHost
     from broker.session.connection import BrokerConnection
 
@@ -50,5 +52,13 @@ class SessionHost(Protocol):
     def vhosts(self) -> dict[str, VHost]: ...
     @property
     def connections(self) -> set[BrokerConnection]: ...
+    @property
+    def access(self) -> AccessControl: ...
+    @property
+    def connection_limit(self) -> int:
+        """Most connections at once; one more is refused on accept."""
+        ...
 
-    def authenticate(self, username: str, password: str, from_loopback: bool) -> bool: ...
+    def login(self, mechanism: str, username: str, password: str | None, from_loopback: bool) -> User | None:
+        """The user when the credentials are right (``password`` None: a verified certificate named it)."""
+        ...
