@@ -30,7 +30,8 @@ HELP: dict[str, str] = {
     "port": "TCP port (default: 5672; 0 picks a free port, which the startup line logs)",
     "data_dir": "directory of the embedded store (default: ./data)",
     "store": "storage URL: memory://, file:///dir or postgresql://... (default: embedded, in --data-dir)",
-    "default_user": "user created at startup (default: guest, which may only log in from loopback)",
+    "default_user": "administrator created on a fresh store's first start (default: guest, which may only log in "
+    "from loopback)",
     "default_pass": "password of the default user (default: guest)",
     "default_vhost": "virtual host created at startup (default: /)",
     "log_level": f"one of {', '.join(LOG_LEVELS)} (default: info)",
