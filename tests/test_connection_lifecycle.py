@@ -217,3 +217,18 @@ def test_a_non_ascii_password_is_compared_exactly() -> None:
 )
 def test_loopback_peers_are_recognised_by_address(peername: object, loopback: bool) -> None:
     assert is_loopback_peer(peername) is loopback
+
+
+# ------------------------------------------------------------------------------------ Server.authenticate_external
+
+
+def test_external_logs_in_an_existing_user_without_a_password() -> None:
+    alice = server("alice", "s3cret")
+    assert alice.authenticate_external("alice", from_loopback=False)
+    assert not alice.authenticate_external("bob", from_loopback=True)
+    assert not alice.authenticate_external("", from_loopback=True)
+
+
+def test_external_keeps_guest_to_loopback_as_rabbitmq_does() -> None:
+    assert server().authenticate_external("guest", from_loopback=True)
+    assert not server().authenticate_external("guest", from_loopback=False)

@@ -38,6 +38,11 @@ class SessionSettings(Protocol):
         """...and the count it must drain to before they are read again."""
         ...
 
+    @property
+    def tls_cert_login_from(self) -> str:
+        """Which part of a client certificate names the SASL EXTERNAL user (broker/session/peer_cert.py)."""
+        ...
+
 
 class SessionHost(Protocol):
     @property
@@ -52,3 +57,7 @@ class SessionHost(Protocol):
     def connections(self) -> set[BrokerConnection]: ...
 
     def authenticate(self, username: str, password: str, from_loopback: bool) -> bool: ...
+
+    def authenticate_external(self, username: str, from_loopback: bool) -> bool:
+        """SASL EXTERNAL: `username` comes from a TLS client certificate the handshake verified; no password."""
+        ...
