@@ -160,7 +160,11 @@ _FIXED_ARGUMENT_SIZES = {"octet": 1, "short": 2, "long": 4, "longlong": 8, "time
 class ConnectionHandler(Protocol):
     """What the protocol layer asks of the broker. Any method may raise :class:`AMQPError`."""
 
-    def on_login(self, mechanism: str, username: str, password: str, client_properties: dict[str, Any]) -> bool: ...
+    def on_login(self, mechanism: str, username: str, password: str, client_properties: dict[str, Any]) -> bool:
+        """Whether the login may go ahead. For EXTERNAL, username and password are empty: the identity comes
+        from outside AMQP (the TLS client certificate), and the handler sets `AMQPConnection.username`."""
+        ...
+
     def on_open_vhost(self, vhost: str) -> None: ...
     def on_channel_open(self, channel: int) -> None: ...
     def on_channel_closed(self, channel: int) -> None: ...
@@ -221,6 +225,13 @@ def server_properties(version: str, product: str = "amqpd") -> dict[str, Any]:
     }
 
 
+# What Connection.Start offers: by default what RabbitMQ 3.10 offers; a handler that can vouch for the peer by
+# other means (a verified TLS client certificate) offers EXTERNAL as well (see AMQPConnection.mechanisms).
+# RabbitMQ's order comes from an unordered registry table; clients pick by their own preference anyway.
+PASSWORD_MECHANISMS = "AMQPLAIN PLAIN"
+WITH_EXTERNAL = "EXTERNAL AMQPLAIN PLAIN"
+
+
 def parse_credentials(mechanism: str, response: str | bytes) -> tuple[str, str] | None:
     """PLAIN (``authzid\\0user\\0pass``) or AMQPLAIN (a field table without its length prefix)."""
     raw = response.encode("utf-8", "surrogateescape") if isinstance(response, str) else bytes(response)
@@ -259,8 +270,12 @@ class AMQPConnection:
         frame_max: int = 131072,
         heartbeat: int = 60,
         max_message_size: int = 128 * 1024 * 1024,
+        mechanisms: str = PASSWORD_MECHANISMS,
     ) -> None:
         self.handler = handler
+        # The SASL mechanisms Connection.Start offers, space-separated; may change until Start is sent, which
+        # happens when the client's protocol header arrives (the I/O shell sets it on connection_made).
+        self.mechanisms = mechanisms
         self.version = version
         self.server_channel_max = channel_max
         self.server_frame_max = frame_max
@@ -360,7 +375,7 @@ class AMQPConnection:
                 version_major=0,
                 version_minor=9,
                 server_properties=server_properties(self.version),
-                mechanisms="AMQPLAIN PLAIN",
+                mechanisms=self.mechanisms,
                 locales="en_US",
             ),
         )
@@ -765,19 +780,25 @@ class AMQPConnection:
         caps = self.client_properties.get("capabilities")
         self.capabilities = dict(caps) if isinstance(caps, dict) else {}
         self.mechanism = method.mechanism
-        creds = parse_credentials(method.mechanism, method.response or "")
-        if method.mechanism not in ("PLAIN", "AMQPLAIN"):
+        if method.mechanism not in self.mechanisms.split():
             # Spec: a mechanism the server did not offer closes the socket (RabbitMQ waits 3 s first).
             log.warning("unknown authentication mechanism %r: closing the socket", method.mechanism)
             self.state = CLOSED
             self.handler.on_close()
             return
         ok = False
-        if creds is not None:
-            self.username = creds[0]
-            ok = self.handler.on_login(method.mechanism, creds[0], creds[1], self.client_properties)
+        if method.mechanism == "EXTERNAL":
+            # The response is ignored, as RabbitMQ's rabbit_auth_mechanism_ssl does; the handler names the user.
+            ok = self.handler.on_login("EXTERNAL", "", "", self.client_properties)
+            user = self.username or "?"
+        else:
+            creds = parse_credentials(method.mechanism, method.response or "")
+            user = creds[0] if creds else "?"
+            if creds is not None:
+                self.username = creds[0]
+                ok = self.handler.on_login(method.mechanism, creds[0], creds[1], self.client_properties)
         if not ok:
-            log.warning("login refused for user %r (mechanism %s)", creds[0] if creds else "?", method.mechanism)
+            log.warning("login refused for user %r (mechanism %s)", user, method.mechanism)
             if self.capabilities.get("authentication_failure_close"):
                 self.close(
                     ACCESS_REFUSED,

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from broker.server.cli import choose_loop, main
-from broker.server.config import Config
+from broker.server.config import PORT_OFF, Config
 from broker.server.healthcheck import check
 from broker.server.settings import ConfigError, check_url_for, env_name, flag_name, load_config, parse_invocation
 from tests.support.fake_broker import FakeBroker
@@ -45,11 +45,43 @@ NON_DEFAULT = {
     "loopback_users": "guest,admin",
     "definitions": "/etc/amqpd/definitions.json",
     "max_connections": "500",
+    "tls_port": "5681",
+    "tls_cert": "certs/server.pem",
+    "tls_key": "certs/server.key",
+    "tls_ca": "certs/ca.pem",
+    "tls_verify": "peer",
+    "tls_fail_if_no_peer_cert": "true",
+    "tls_cert_login_from": "distinguished_name",
 }
+
+# What a field needs beside it to be valid (TLS settings mean nothing without a certificate, and so on).
+COMPANIONS = {
+    "tls_key": {"tls_cert": "certs/server.pem"},
+    "tls_ca": {"tls_cert": "certs/server.pem"},
+    "tls_verify": {"tls_cert": "certs/server.pem", "tls_ca": "certs/ca.pem"},
+    "tls_fail_if_no_peer_cert": {
+        "tls_cert": "certs/server.pem",
+        "tls_ca": "certs/ca.pem",
+        "tls_verify": "peer",
+    },
+}
+
+
+def flags_for(name: str) -> list[str]:
+    """The flag that sets `name` to its sample, after the flags of its companions."""
+    argv = [arg for companion, value in COMPANIONS.get(name, {}).items() for arg in (flag_name(companion), value)]
+    return [*argv, flag_name(name), NON_DEFAULT[name]]
+
+
+def env_for(name: str) -> dict[str, str]:
+    companions = {env_name(companion): value for companion, value in COMPANIONS.get(name, {}).items()}
+    return {**companions, env_name(name): NON_DEFAULT[name]}
 
 
 def typed(name: str) -> object:
     field_type = {f.name: type(getattr(Config(), f.name)) for f in dataclasses.fields(Config)}[name]
+    if field_type is bool:
+        return NON_DEFAULT[name] == "true"
     return field_type(NON_DEFAULT[name])
 
 
@@ -70,13 +102,13 @@ def test_no_flags_no_env_no_file_gives_the_dataclass_defaults() -> None:
 
 @pytest.mark.parametrize("name", sorted(NON_DEFAULT))
 def test_every_field_is_settable_by_flag(name: str) -> None:
-    config = load_config([flag_name(name), NON_DEFAULT[name]], {})
+    config = load_config(flags_for(name), {})
     assert getattr(config, name) == typed(name)
 
 
 @pytest.mark.parametrize("name", sorted(NON_DEFAULT))
 def test_every_field_is_settable_by_environment(name: str) -> None:
-    config = load_config([], {env_name(name): NON_DEFAULT[name]})
+    config = load_config([], env_for(name))
     assert getattr(config, name) == typed(name)
 
 
@@ -122,9 +154,9 @@ def test_empty_store_means_the_embedded_default() -> None:
 @pytest.mark.parametrize(
     ("argv", "env", "expected"),
     [
-        (["--port", "http"], {}, "--port: expected an integer, got 'http'"),
-        (["--port", "70000"], {}, "--port must be 0-65535, got 70000"),
-        ([], {"AMQPD_PORT": "-1"}, "AMQPD_PORT must be 0-65535, got -1"),
+        (["--port", "http"], {}, "--port: expected a port number or off, got 'http'"),
+        (["--port", "70000"], {}, "--port must be 0-65535 or off, got 70000"),
+        ([], {"AMQPD_PORT": "-1"}, "AMQPD_PORT must be 0-65535 or off, got -1"),
         ([], {"AMQPD_HEARTBEAT": "1.5"}, "AMQPD_HEARTBEAT: expected an integer"),
         (["--frame-max", "1000"], {}, "--frame-max must be 4096-"),
         (["--channel-max", "0"], {}, "--channel-max must be 1-65535"),
@@ -153,7 +185,7 @@ def test_unknown_toml_key_lists_the_valid_ones(tmp_path: Path) -> None:
 
 def test_wrongly_typed_toml_value_names_the_key_and_file(tmp_path: Path) -> None:
     path = write_toml(tmp_path, "port = true\n")
-    with pytest.raises(ConfigError, match=r"port in .*amqpd.toml: expected an integer, got True"):
+    with pytest.raises(ConfigError, match=r"port in .*amqpd.toml: expected a port number or off, got True"):
         load_config(["--config", path], {})
 
 
@@ -174,7 +206,7 @@ def test_main_exits_2_with_one_line_for_a_bad_value(
     monkeypatch.setenv("AMQPD_PORT", "lots")
     assert main([]) == 2
     err = capsys.readouterr().err
-    assert err == "amqpd: AMQPD_PORT: expected an integer, got 'lots'\n"
+    assert err == "amqpd: AMQPD_PORT: expected a port number or off, got 'lots'\n"
 
 
 def test_main_exits_2_with_one_line_for_an_unknown_flag(capsys: pytest.CaptureFixture[str]) -> None:
@@ -218,6 +250,11 @@ def test_check_without_url_targets_the_configured_broker() -> None:
 def test_check_url_quotes_credentials_and_names_a_non_default_vhost() -> None:
     config = Config(host="::1", port=5673, default_user="a@b", default_pass="p/q", default_vhost="prod")
     assert check_url_for(config) == "amqp://a%40b:p%2Fq@[::1]:5673/prod"
+
+
+def test_check_url_with_the_plain_port_off_targets_the_tls_listener() -> None:
+    config = Config(port=PORT_OFF, tls_port=5671, tls_cert="server.pem")
+    assert check_url_for(config) == "amqps://guest:guest@127.0.0.1:5671/?no_verify_ssl=1"
 
 
 def test_auto_loop_prefers_uvloop_when_installed() -> None:

@@ -217,3 +217,18 @@ def test_a_non_ascii_password_is_compared_exactly() -> None:
 )
 def test_loopback_peers_are_recognised_by_address(peername: object, loopback: bool) -> None:
     assert is_loopback_peer(peername) is loopback
+
+
+# ------------------------------------------------------------------------------------ Server.login with EXTERNAL
+
+
+def test_external_logs_in_an_existing_user_without_a_password() -> None:
+    alice = server("alice", "s3cret")
+    assert alice.login("EXTERNAL", "alice", None, from_loopback=False)
+    assert not alice.login("EXTERNAL", "bob", None, from_loopback=True)
+    assert not alice.login("EXTERNAL", "", None, from_loopback=True)
+
+
+def test_external_keeps_guest_to_loopback_as_rabbitmq_does() -> None:
+    assert server().login("EXTERNAL", "guest", None, from_loopback=True)
+    assert not server().login("EXTERNAL", "guest", None, from_loopback=False)

@@ -116,7 +116,7 @@ def test_percent_encoded_credentials_are_decoded() -> None:
     assert (target.user, target.password, target.port) == ("us@er", "p:ss", 5672)
 
 
-@pytest.mark.parametrize("url", ["http://h/", "amqps://h/", "amqp://h:notaport/"])
+@pytest.mark.parametrize("url", ["http://h/", "amqp://h:notaport/", "amqps://h/?auth=cram-md5"])
 def test_unusable_urls_fail_without_connecting(url: str) -> None:
     ok, message = check(url)
     assert not ok

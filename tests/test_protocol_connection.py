@@ -11,7 +11,7 @@ from pamqp.base import Frame
 from pamqp.body import ContentBody
 from pamqp.header import ContentHeader
 
-from protocol.connection import CLOSED, CLOSING, RUNNING, AMQPConnection
+from protocol.connection import CLOSED, CLOSING, RUNNING, WITH_EXTERNAL, AMQPConnection
 from protocol.constants import PROTOCOL_HEADER
 from protocol.errors import ChannelError
 from protocol.framing import FRAME_PUBLISH, FrameReader, ProtocolHeaderMismatch
@@ -368,6 +368,62 @@ def test_refused_login_without_capability_just_closes() -> None:
     names = [f.name for _, f in decode_all(conn.data_to_send())]
     assert names == ["Connection.Start"]
     assert ("close",) in rec.calls
+
+
+def start_ok(mechanism: str, response: str = "") -> bytes:
+    return m(
+        0,
+        commands.Connection.StartOk(
+            client_properties={"capabilities": {"authentication_failure_close": True}},
+            mechanism=mechanism,
+            response=response,
+        ),
+    )
+
+
+def test_start_offers_amqplain_and_plain_unless_the_handler_says_otherwise() -> None:
+    conn = AMQPConnection(Recorder())
+    conn.receive_data(PROTOCOL_HEADER)
+    assert decode_all(conn.data_to_send())[0][1].mechanisms == "AMQPLAIN PLAIN"
+    conn = AMQPConnection(Recorder())
+    conn.mechanisms = WITH_EXTERNAL  # set by the I/O shell before the header arrives (a verified client cert)
+    conn.receive_data(PROTOCOL_HEADER)
+    assert decode_all(conn.data_to_send())[0][1].mechanisms == "EXTERNAL AMQPLAIN PLAIN"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_external_when_offered_asks_the_handler_with_no_credentials(mode: str) -> None:
+    rec = Recorder()
+    conn = AMQPConnection(rec, mechanisms=WITH_EXTERNAL)
+    after_login = m(0, commands.Connection.TuneOk(channel_max=2047, frame_max=131072, heartbeat=60)) + m(
+        0, commands.Connection.Open(virtual_host="/")
+    )
+    feed(conn, PROTOCOL_HEADER + start_ok("EXTERNAL", "ignored") + after_login, mode)
+    assert conn.state == RUNNING
+    assert rec.calls[0] == ("login", "EXTERNAL", "", "")
+    names = [f.name for _, f in decode_all(conn.data_to_send())]
+    assert names == ["Connection.Start", "Connection.Tune", "Connection.OpenOk"]
+
+
+def test_a_refused_external_login_gets_the_same_403_text_as_plain() -> None:
+    rec = Recorder()
+    rec.accept = False
+    conn = AMQPConnection(rec, mechanisms=WITH_EXTERNAL)
+    conn.receive_data(PROTOCOL_HEADER + start_ok("EXTERNAL"))
+    _, close = last_close(conn)
+    assert (close.reply_code, close.reply_text) == (
+        403,
+        "ACCESS_REFUSED - Login was refused using authentication mechanism EXTERNAL. "
+        "For details see the broker logfile.",
+    )
+
+
+def test_external_when_not_offered_closes_the_socket_without_asking_the_handler() -> None:
+    rec = Recorder()
+    conn = AMQPConnection(rec)
+    conn.receive_data(PROTOCOL_HEADER + start_ok("EXTERNAL"))
+    assert conn.state == CLOSED
+    assert rec.calls == [("close",)]
 
 
 def test_client_close_gets_close_ok_and_ends_connection() -> None:

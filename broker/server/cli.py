@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 
 from broker.server.config import Config
 from broker.server.settings import ConfigError, check_url_for, package_version, parse_invocation
+from broker.server.tls import TLSSettingsError
 
 log = logging.getLogger("amqpd")
 
@@ -115,6 +116,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         # Only reached where loop signal handlers are unavailable; there was no graceful shutdown.
         return 0
+    except TLSSettingsError as exc:
+        # A certificate, key or CA file that cannot be read or loaded (found when the listener is set up).
+        print(f"amqpd: {exc}", file=sys.stderr)
+        return 2
     except ValueError as exc:
         # A definitions file that cannot be loaded, or an impossible user/vhost setting: say which and stop.
         from broker.access.users import AccessConfigError
@@ -126,10 +131,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"amqpd: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
-        # Typically the listen socket: port in use, or an address this host does not have.
-        where = f"{config.host or '*'}:{config.port}"
+        # Typically a listen socket (a ListenError says which): port in use, or an address this host lacks.
+        where = getattr(exc, "where", None) or f"{config.host or '*'}:{config.port}"
+        flag = getattr(exc, "flag", None) or "--port"
         reason = exc.strerror or exc
-        print(f"amqpd: cannot start on {where}: {reason}; pick another --port/--host", file=sys.stderr)
+        print(f"amqpd: cannot start on {where}: {reason}; pick another {flag}/--host", file=sys.stderr)
         return 1
     except Exception:
         log.critical("amqpd stopped by an unexpected error", exc_info=True)

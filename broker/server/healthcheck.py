@@ -6,6 +6,9 @@ politely, so it works against amqpd and RabbitMQ alike. Blocking I/O on purpose:
 command (Docker's HEALTHCHECK, ``amqpd --check``), not inside the broker's event loop.
 
 Usage: ``python -m broker.healthcheck amqp://user:pass@host:5672/vhost`` exits 0 when healthy, 1 otherwise.
+``amqps://`` URLs go over TLS and take aio-pika's query options: ``cafile`` (CA certificates to verify the
+server with; default: the system's), ``certfile`` and ``keyfile`` (a client certificate), ``no_verify_ssl=1``
+(do not verify the server) and ``auth=external`` (log in with SASL EXTERNAL, as the client certificate says).
 """
 
 from __future__ import annotations
@@ -13,12 +16,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import socket
+import ssl
 import struct
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from pamqp import commands, common, constants, frame, header, heartbeat
 from pamqp.base import Frame
@@ -38,12 +42,34 @@ class CheckFailed(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class TLSOptions:
+    cafile: str | None = None
+    certfile: str | None = None
+    keyfile: str | None = None
+    verify: bool = True
+
+    def context(self) -> ssl.SSLContext:
+        try:
+            context = ssl.create_default_context(cafile=self.cafile)
+            if not self.verify:
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            if self.certfile:
+                context.load_cert_chain(self.certfile, self.keyfile)
+        except (OSError, ssl.SSLError) as exc:
+            raise CheckFailed(f"cannot set TLS up: {exc}") from exc
+        return context
+
+
+@dataclass(frozen=True, slots=True)
 class Target:
     host: str
     port: int
     user: str
     password: str
     vhost: str
+    tls: TLSOptions | None = None
+    mechanism: str = "PLAIN"
 
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
@@ -53,21 +79,30 @@ class Target:
 def parse_url(url: str) -> Target:
     """Split an ``amqp://`` URL the way pika and aio-pika do: empty path means vhost ``/``."""
     parts = urlsplit(url)
-    if parts.scheme == "amqps":
-        raise CheckFailed("amqps:// (TLS) is not supported by the health check; use amqp://")
-    if parts.scheme != "amqp":
-        raise CheckFailed(f"not an AMQP URL: {url!r} (expected amqp://user:pass@host:port/vhost)")
+    if parts.scheme not in ("amqp", "amqps"):
+        raise CheckFailed(f"not an AMQP URL: {url!r} (expected amqp[s]://user:pass@host:port/vhost)")
     try:
-        port = parts.port or 5672
+        port = parts.port or (5671 if parts.scheme == "amqps" else 5672)
     except ValueError as exc:
         raise CheckFailed(f"bad port in URL {url!r}: {exc}") from exc
     path = parts.path[1:] if parts.path.startswith("/") else parts.path
+    query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
+    tls = None
+    if parts.scheme == "amqps":
+        tls = TLSOptions(
+            cafile=query.get("cafile"),
+            certfile=query.get("certfile"),
+            keyfile=query.get("keyfile"),
+            verify=query.get("no_verify_ssl", "0") == "0",
+        )
     return Target(
         host=parts.hostname or "127.0.0.1",
         port=port,
         user=unquote(parts.username) if parts.username is not None else "guest",
         password=unquote(parts.password) if parts.password is not None else "guest",
         vhost=unquote(path) if path else "/",
+        tls=tls,
+        mechanism=query.get("auth", "plain").upper(),
     )
 
 
@@ -139,26 +174,40 @@ class _Conversation:
 def _handshake(target: Target, timeout: float) -> str:
     started = time.monotonic()
     deadline = started + timeout
+    if target.mechanism not in ("PLAIN", "EXTERNAL"):
+        raise CheckFailed(f"unsupported login mechanism {target.mechanism!r} (auth=plain or auth=external)")
+    tls = target.tls.context() if target.tls is not None else None
     try:
-        sock = socket.create_connection((target.host, target.port), timeout=timeout)
+        raw = socket.create_connection((target.host, target.port), timeout=timeout)
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         raise CheckFailed(f"cannot connect to {target}: {reason.lower()}") from exc
+    raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock = raw
+    if tls is not None:
+        try:
+            sock = tls.wrap_socket(raw, server_hostname=target.host)
+        except ssl.SSLError as exc:
+            raw.close()
+            raise CheckFailed(f"TLS handshake with {target} failed: {exc.reason or exc}") from exc
+        except BaseException:
+            raw.close()
+            raise
     with sock:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         talk = _Conversation(sock, deadline)
         sock.sendall(header.ProtocolHeader().marshal())
         start = talk.expect(commands.Connection.Start, "before Connection.Start")
         assert isinstance(start, commands.Connection.Start)
         mechanisms = start.mechanisms.split()
-        if "PLAIN" not in mechanisms:
-            raise CheckFailed(f"server does not offer PLAIN login (offers {start.mechanisms!r})")
+        if target.mechanism not in mechanisms:
+            raise CheckFailed(f"server does not offer {target.mechanism} login (offers {start.mechanisms!r})")
+        response = "" if target.mechanism == "EXTERNAL" else f"\0{target.user}\0{target.password}"
         talk.send(
             0,
             commands.Connection.StartOk(
                 client_properties=CLIENT_PROPERTIES,
-                mechanism="PLAIN",
-                response=f"\0{target.user}\0{target.password}",
+                mechanism=target.mechanism,
+                response=response,
                 locale="en_US",
             ),
         )
@@ -210,6 +259,8 @@ def check(url: str, timeout: float = 5.0) -> tuple[bool, str]:
     except TimeoutError:
         where = url_without_password(url)
         return False, f"unhealthy: no complete handshake with {where} within {timeout:g} s"
+    except ssl.SSLError as exc:  # an alert after a TLS 1.3 handshake, e.g. our client certificate refused
+        return False, f"unhealthy: TLS error with {url_without_password(url)}: {exc.reason or exc}"
     except OSError as exc:
         reason = exc.strerror or str(exc) or type(exc).__name__
         return False, f"unhealthy: connection to {url_without_password(url)} failed: {reason.lower()}"
@@ -228,7 +279,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m broker.healthcheck",
         description="Check an AMQP 0-9-1 broker with a full handshake; exit 0 when healthy, 1 otherwise.",
     )
-    parser.add_argument("url", help="amqp://user:pass@host:port/vhost")
+    parser.add_argument(
+        "url", help="amqp://user:pass@host:port/vhost, or amqps://...?cafile=..&certfile=..&keyfile=..&auth=external"
+    )
     parser.add_argument("--timeout", type=float, default=5.0, help="overall deadline in seconds (default: 5)")
     args = parser.parse_args(argv)
     ok, message = check(args.url, args.timeout)

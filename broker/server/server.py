@@ -1,4 +1,5 @@
-"""Listeners, the connection registry, vhosts and users (created, deleted, persisted), and graceful shutdown."""
+"""Listeners (plain TCP and TLS), the connection registry, vhosts and users (created, deleted, persisted),
+and graceful shutdown."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 import itertools
 import logging
 import resource
+import ssl
 import sys
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -19,6 +21,7 @@ from broker.features.deadletter import dead_letter
 from broker.model.journal import NO_JOURNAL
 from broker.model.vhost import VHost
 from broker.server.config import Config
+from broker.server.tls import check_settings, server_context
 from broker.session.connection import BrokerConnection
 from protocol.errors import CONNECTION_FORCED
 from storage import GroupCommitter, Store, VHostDelete, VHostRecord, open_store
@@ -31,6 +34,15 @@ def amqpd_version() -> str:
         return version("amqpd")
     except PackageNotFoundError:
         return "0.0.0+unknown"
+
+
+class ListenError(OSError):
+    """A listener could not be opened; `where` and `flag` say which, for the one-line message of the CLI."""
+
+    def __init__(self, exc: OSError, where: str, flag: str) -> None:
+        super().__init__(exc.errno, exc.strerror or str(exc))
+        self.where = where
+        self.flag = flag
 
 
 def loop_name(loop: asyncio.AbstractEventLoop) -> str:
@@ -69,7 +81,8 @@ class Server:
         self.access = AccessControl(parse_user_list(config.loopback_users))
         self.connection_limit = config.max_connections  # 0 until start() derives it from the fd limit
         self.connections: set[BrokerConnection] = set()
-        self.port = 0
+        self.port = 0  # the plain listener's port once started (0 when it is off)
+        self.tls_port = 0  # the TLS listener's port once started (0 when there is none)
         self._servers: list[asyncio.Server] = []
         self._stopped: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -160,12 +173,22 @@ class Server:
 
     @property
     def url(self) -> str:
+        """The default user's URL of the plain listener, or of the TLS one when the plain one is off."""
+        if not self.config.plain_listener:
+            return self.tls_url
+        return self._url("amqp", self.port)
+
+    @property
+    def tls_url(self) -> str:
+        return self._url("amqps", self.tls_port)
+
+    def _url(self, scheme: str, port: int) -> str:
         host = self.config.host or "127.0.0.1"
         if host in ("0.0.0.0", "::"):
             host = "127.0.0.1"
         if ":" in host:
             host = f"[{host}]"
-        return f"amqp://{self.config.default_user}:{self.config.default_pass}@{host}:{self.port}/"
+        return f"{scheme}://{self.config.default_user}:{self.config.default_pass}@{host}:{port}/"
 
     async def _open_store(self) -> None:
         cfg = self.config
@@ -217,6 +240,9 @@ class Server:
         self._loop = asyncio.get_running_loop()
         self._stopped = asyncio.Event()
         cfg = self.config
+        check_settings(cfg)
+        # Before the store, which may take a while to recover: a bad certificate file stops the start at once.
+        tls = server_context(cfg) if cfg.tls_listener else None
         fd_limit = raise_fd_limit()
         if self.connection_limit <= 0:
             self.connection_limit = max(fd_limit - FD_RESERVE, 1)
@@ -225,36 +251,55 @@ class Server:
             from broker.server.definitions import load_definitions_file
 
             load_definitions_file(self, cfg.definitions)
-        port = cfg.port
+        listening: list[str] = []
+        try:
+            if cfg.plain_listener:
+                self.port, addresses = await self._listen(cfg.port, None, "--port")
+                listening.append(f"{addresses} (amqp)")
+            if tls is not None:
+                self.tls_port, addresses = await self._listen(cfg.tls_port, tls, "--tls-port")
+                listening.append(f"{addresses} (amqps)")
+        except BaseException:
+            for server in self._servers:
+                server.close()
+            self._servers.clear()
+            raise
+        log.info(
+            "amqpd %s listening on %s (loop %s, Python %s, store %s)",
+            self.version,
+            ", ".join(listening),
+            loop_name(self._loop),
+            sys.version.split()[0],
+            cfg.store or f"embedded:{cfg.data_dir}",
+        )
+
+    async def _listen(self, port: int, tls: ssl.SSLContext | None, flag: str) -> tuple[int, str]:
+        """Listen on `port` (0: a free one) on the configured interface; the port and the addresses, for the log."""
+        assert self._loop is not None
+        cfg = self.config
         hosts: list[str | None] = [cfg.host or None]
         if not cfg.host and port == 0:
             # "All interfaces" on a random port would give IPv4 and IPv6 different ports: pick it on IPv4, then
             # listen on IPv6 on the same one where the machine has IPv6.
             hosts = ["0.0.0.0", "::"]
+        # A TLS handshake gets the same bound as the AMQP one; asyncio's default would be 60 s.
+        extra: dict[str, Any] = {"ssl": tls, "ssl_handshake_timeout": cfg.handshake_timeout} if tls else {}
         sockets: list[Any] = []
         for host in hosts:
             try:
                 server = await self._loop.create_server(
-                    lambda: BrokerConnection(self), host=host, port=port, reuse_address=True, backlog=1024
+                    lambda: BrokerConnection(self), host=host, port=port, reuse_address=True, backlog=1024, **extra
                 )
-            except OSError:
+            except OSError as exc:
                 if host == "::" and sockets:
                     continue  # no IPv6 here: IPv4 alone is fine
-                raise
+                raise ListenError(exc, f"{host or cfg.host or '*'}:{port}", flag) from exc
             self._servers.append(server)
             sockets.extend(server.sockets or ())
             if port == 0 and sockets:
                 port = sockets[0].getsockname()[1]
-        self.port = sockets[0].getsockname()[1] if sockets else cfg.port
-        addrs = ", ".join(f"{s.getsockname()[0]}:{s.getsockname()[1]}" for s in sockets)
-        log.info(
-            "amqpd %s listening on %s (loop %s, Python %s, store %s)",
-            self.version,
-            addrs,
-            loop_name(self._loop),
-            sys.version.split()[0],
-            cfg.store or f"embedded:{cfg.data_dir}",
-        )
+        bound = sockets[0].getsockname()[1] if sockets else port
+        return bound, ", ".join(f"{s.getsockname()[0]}:{s.getsockname()[1]}" for s in sockets)
 
     async def serve_forever(self) -> None:
         assert self._stopped is not None

@@ -8,6 +8,7 @@ to the dataclass is all it takes to expose a new setting.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import tomllib
@@ -17,7 +18,8 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any, NoReturn
 from urllib.parse import quote, urlsplit
 
-from broker.server.config import Config
+from broker.server.config import CERT_LOGIN_FROM, PORT_OFF, TLS_VERIFY_MODES, Config
+from broker.server.tls import TLSSettingsError, check_settings
 
 ENV_PREFIX = "AMQPD_"
 LOOP_KINDS = ("auto", "uvloop", "asyncio")
@@ -27,7 +29,8 @@ STORE_SCHEMES = ("memory", "file", "postgres", "postgresql")
 
 HELP: dict[str, str] = {
     "host": "interface to listen on (default: all interfaces)",
-    "port": "TCP port (default: 5672; 0 picks a free port, which the startup line logs)",
+    "port": "TCP port (default: 5672; 0 picks a free port, which the startup line logs; off: no plain-TCP "
+    "listener, TLS only)",
     "data_dir": "directory of the embedded store (default: ./data)",
     "store": "storage URL: memory://, file:///dir or postgresql://... (default: embedded, in --data-dir)",
     "default_user": "administrator created on a fresh store's first start (default: guest, which may only log in "
@@ -52,6 +55,16 @@ HELP: dict[str, str] = {
     "queues, bindings; the default user and vhost are then not created unless the file has them",
     "max_connections": "most client connections at once; more are refused on accept (default: 0, the "
     "open-files limit less a reserve)",
+    "tls_port": "TLS (amqps) port, listened on only when --tls-cert is given (default: 5671; 0 picks a free port)",
+    "tls_cert": "PEM certificate (chain) of the server; turns the amqps listener on",
+    "tls_key": "PEM private key of --tls-cert (default: read from the --tls-cert file)",
+    "tls_ca": "PEM CA certificates that client certificates are verified against (needed by --tls-verify peer)",
+    "tls_verify": "none: do not ask clients for a certificate; peer: ask, and refuse one --tls-ca does not "
+    "vouch for (default: none)",
+    "tls_fail_if_no_peer_cert": "with --tls-verify peer, also refuse clients that present no certificate "
+    "(default: false)",
+    "tls_cert_login_from": "what of a client certificate names the user for SASL EXTERNAL: common_name or "
+    "distinguished_name (default: common_name)",
 }
 
 
@@ -70,6 +83,14 @@ METAVARS = {
     "flow_low": "N",
     "loopback_users": "USERS",
     "definitions": "FILE",
+    "port": "PORT|off",
+    "tls_port": "PORT",
+    "tls_cert": "FILE",
+    "tls_key": "FILE",
+    "tls_ca": "FILE",
+    "tls_verify": "none|peer",
+    "tls_fail_if_no_peer_cert": "BOOL",
+    "tls_cert_login_from": "FIELD",
 }
 
 
@@ -124,6 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
     # Defaults are None so "not on the command line" is distinguishable from "given as the default value".
     for name, kind in _field_types().items():
         metavar = METAVARS.get(name) or {int: "N", float: "SECONDS"}.get(kind, name.upper())
+        if kind is bool:
+            # A bare --flag means true; --flag false (or no) also works, as environment and TOML values do.
+            parser.add_argument(
+                flag_name(name), dest=name, default=None, nargs="?", const="true", metavar=metavar, help=HELP.get(name)
+            )
+            continue
         parser.add_argument(flag_name(name), dest=name, default=None, metavar=metavar, help=HELP.get(name))
     parser.add_argument(
         "--config", metavar="FILE", default=None, help=f"TOML settings file (env {ENV_PREFIX}CONFIG)"
@@ -144,8 +171,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+TRUE_WORDS = ("true", "yes", "on", "1")
+FALSE_WORDS = ("false", "no", "off", "0")
+
+
 def _coerce(raw: object, kind: type, source: str) -> Any:
     """Turn a raw value into the field's type; `source` names where it came from, for the error message."""
+    if kind is bool:
+        if isinstance(raw, bool):
+            return raw
+        if isinstance(raw, str) and raw.strip().lower() in TRUE_WORDS + FALSE_WORDS:
+            return raw.strip().lower() in TRUE_WORDS
+        raise ConfigError(f"{source}: expected true or false, got {raw!r}")
     if kind is int:
         if isinstance(raw, bool):
             raise ConfigError(f"{source}: expected an integer, got {raw!r}")
@@ -207,8 +244,33 @@ def _store_url(value: Any) -> str | None:
     return f"unsupported store URL {value!r}; use memory://, file:///dir, postgresql://... or leave it empty"
 
 
+def _port(value: Any) -> str | None:
+    if value == PORT_OFF:
+        return None  # only reachable from the word "off" (see _coerce_port): a typed -1 is refused there
+    return None if 0 <= value <= 65535 else f"must be 0-65535 or off, got {value}"
+
+
+def _coerce_port(raw: object, source: str) -> int:
+    if isinstance(raw, str) and raw.strip().lower() == "off":
+        return PORT_OFF
+    value: int | None = None
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        value = raw
+    elif isinstance(raw, str):
+        with contextlib.suppress(ValueError):
+            value = int(raw.strip())
+    if value is None:
+        raise ConfigError(f"{source}: expected a port number or off, got {raw!r}")
+    if value == PORT_OFF:
+        raise ConfigError(f"{source} must be 0-65535 or off, got {value}")
+    return value
+
+
 VALIDATORS: dict[str, Callable[[Any], str | None]] = {
-    "port": _int_range(0, 65535),
+    "port": _port,
+    "tls_port": _int_range(0, 65535),
+    "tls_verify": _one_of(TLS_VERIFY_MODES),
+    "tls_cert_login_from": _one_of(CERT_LOGIN_FROM),
     "heartbeat": _int_range(0, 65535),
     "frame_max": _int_range(4096, 2**32 - 1),
     "channel_max": _int_range(1, 65535),
@@ -228,7 +290,7 @@ VALIDATORS: dict[str, Callable[[Any], str | None]] = {
 }
 
 # Case does not matter for these; normalise before validating so "INFO" and "Info" are accepted.
-LOWERCASED = frozenset({"loop", "log_level"})
+LOWERCASED = frozenset({"loop", "log_level", "tls_verify", "tls_cert_login_from"})
 
 
 def _read_toml(path: str) -> dict[str, Any]:
@@ -266,7 +328,7 @@ def _resolve(argv: Sequence[str] | None, environ: Mapping[str, str] | None) -> I
 
     values: dict[str, Any] = {}
     for name, (raw, source) in chosen.items():
-        value = _coerce(raw, types[name], source)
+        value: Any = _coerce_port(raw, source) if name == "port" else _coerce(raw, types[name], source)
         if name in LOWERCASED:
             value = value.strip().lower()
         check = VALIDATORS.get(name)
@@ -282,8 +344,13 @@ def _resolve(argv: Sequence[str] | None, environ: Mapping[str, str] | None) -> I
     check_timeout = _coerce(args.check_timeout, float, "--check-timeout")
     if _positive(check_timeout) is not None:
         raise ConfigError(f"--check-timeout must be greater than 0, got {check_timeout}")
+    config = Config(**values)
+    try:
+        check_settings(config)  # the files themselves are loaded, and so checked, when the listener starts
+    except TLSSettingsError as exc:
+        raise ConfigError(str(exc)) from None
     return Invocation(
-        config=Config(**values),
+        config=config,
         show_version=bool(args.version),
         check_url=args.check,
         check_timeout=check_timeout,
@@ -304,13 +371,17 @@ def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | 
 
 
 def check_url_for(config: Config) -> str:
-    """The URL a local health check should use for a broker running with `config`."""
+    """The URL a local health check should use for a broker running with `config`: its plain listener, or with
+    ``--port off`` its TLS one, without verifying the server's certificate (the check is about liveness, and
+    the certificate need not name the loopback address)."""
     host = config.host or "127.0.0.1"
     if host in ("0.0.0.0", "::"):
         host = "127.0.0.1"
     if ":" in host:
         host = f"[{host}]"
-    port = config.port or 5672
     user, password = quote(config.default_user, safe=""), quote(config.default_pass, safe="")
     vhost = "" if config.default_vhost == "/" else quote(config.default_vhost, safe="")
+    if not config.plain_listener:
+        return f"amqps://{user}:{password}@{host}:{config.tls_port or 5671}/{vhost}?no_verify_ssl=1"
+    port = config.port or 5672
     return f"amqp://{user}:{password}@{host}:{port}/{vhost}"

@@ -20,7 +20,8 @@ from pamqp.base import Frame
 from broker.model.queue import Queue
 from broker.session.channel import Channel
 from broker.session.flow import STORE_BEHIND, FlowControl
-from protocol.connection import CLOSING, RUNNING, AMQPConnection
+from broker.session.peer_cert import username_from_cert
+from protocol.connection import CLOSING, RUNNING, WITH_EXTERNAL, AMQPConnection
 from protocol.errors import NOT_ALLOWED, ConnectionError_
 from protocol.framing import ProtocolHeaderMismatch
 
@@ -74,6 +75,8 @@ class BrokerConnection(asyncio.Protocol):
         self.proto.on_output = self._schedule_flush
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
+        # The user a verified TLS client certificate names (what SASL EXTERNAL logs in as); None without one.
+        self.cert_username: str | None = None
         self.vhost: VHost | None = None
         self.user: User | None = None  # set by a successful login
         self.channels: dict[int, Channel] = {}
@@ -125,6 +128,14 @@ class BrokerConnection(asyncio.Protocol):
             self.lingering = True
             transport.abort()
             return
+        if transport.get_extra_info("ssl_object") is not None:
+            # A TLS connection arrives here with its handshake done, so a client certificate is known now, before
+            # Connection.Start goes out. The transport only reports one that the handshake verified: the server
+            # asks for a certificate only with --tls-verify peer, and refuses one its CAs do not vouch for.
+            peercert = transport.get_extra_info("peercert")
+            if peercert:
+                self.cert_username = username_from_cert(peercert, self.server.config.tls_cert_login_from)
+                self.proto.mechanisms = WITH_EXTERNAL
         self.server.connections.add(self)
         self._handshake_timer = self.loop.call_later(self.server.config.handshake_timeout, self._handshake_timeout)
 
@@ -340,14 +351,22 @@ class BrokerConnection(asyncio.Protocol):
 
     def _linger_expired(self) -> None:
         self._linger_timer = None
-        if self.transport is not None:
-            log.info(
-                "%s: peer still sending %.0f s after the close (%d bytes discarded); closing",
-                self.peer,
-                LINGER_TIMEOUT,
-                self.discarded_bytes,
-            )
-            self.transport.close()
+        transport = self.transport
+        if transport is None:
+            return
+        if transport.is_closing():
+            # TLS (no half-close): the transport was closed after our last bytes and waits for the peer's
+            # close_notify or EOF; a peer that sends neither does not hold the connection any longer than this.
+            log.debug("%s: no TLS close from the peer %.0f s after ours; aborting", self.peer, LINGER_TIMEOUT)
+            transport.abort()
+            return
+        log.info(
+            "%s: peer still sending %.0f s after the close (%d bytes discarded); closing",
+            self.peer,
+            LINGER_TIMEOUT,
+            self.discarded_bytes,
+        )
+        transport.close()
 
     # ------------------------------------------------------------------ timers
     def _handshake_timeout(self) -> None:
@@ -394,7 +413,15 @@ class BrokerConnection(asyncio.Protocol):
 
     # ------------------------------------------------------------------ ConnectionHandler
     def on_login(self, mechanism: str, username: str, password: str, client_properties: dict[str, Any]) -> bool:
-        self.user = self.server.login(mechanism, username, password, self.peer_is_loopback())
+        if mechanism == "EXTERNAL":
+            name = self.cert_username
+            if name is None:
+                log.warning("%s: EXTERNAL login refused: the client certificate names no user", self.peer)
+                return False
+            self.proto.username = name  # what user_id must match, and what the logs call the connection
+            self.user = self.server.login(mechanism, name, None, self.peer_is_loopback())
+        else:
+            self.user = self.server.login(mechanism, username, password, self.peer_is_loopback())
         return self.user is not None
 
     def peer_is_loopback(self) -> bool:

@@ -40,6 +40,11 @@ class SessionSettings(Protocol):
         """...and the count it must drain to before they are read again."""
         ...
 
+    @property
+    def tls_cert_login_from(self) -> str:
+        """Which part of a client certificate names the SASL EXTERNAL user (broker/session/peer_cert.py)."""
+        ...
+
 
 class SessionHost(Protocol):
     @property

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 import struct
 from collections.abc import Callable
 from types import TracebackType
@@ -147,7 +148,7 @@ class RawClient(FramedSocket):
     `received` (e.g. deliveries skipped by `read_until_close`).
     """
 
-    def __init__(self, url: str, timeout: float = 5.0) -> None:
+    def __init__(self, url: str, timeout: float = 5.0, *, tls: ssl.SSLContext | None = None) -> None:
         parts = urlsplit(url)
         self.host = parts.hostname or "127.0.0.1"
         self.port = parts.port or 5672
@@ -158,9 +159,16 @@ class RawClient(FramedSocket):
         self.timeout = timeout
         sock = socket.create_connection((self.host, self.port), timeout=timeout)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if tls is not None:  # amqps: TLS over the same socket (the handshake happens here)
+            try:
+                sock = tls.wrap_socket(sock, server_hostname=self.host)
+            except BaseException:
+                sock.close()
+                raise
         super().__init__(sock)
         self.received: list[tuple[int, AnyFrame]] = []
         self.server_properties: common.FieldTable = {}
+        self.mechanisms = ""  # what the server's Connection.Start offered
         self.frame_max = 0
         self.channel_max = 0
         self.heartbeat = 0
@@ -175,11 +183,17 @@ class RawClient(FramedSocket):
         heartbeat: int = 0,
         frame_max: int | None = None,
         channel_max: int | None = None,
+        tls: ssl.SSLContext | None = None,
+        mechanism: str = "PLAIN",
     ) -> RawClient:
-        client = cls(url, timeout)
+        client = cls(url, timeout) if tls is None else cls(url, timeout, tls=tls)  # subclasses may not take tls
         try:
             client.handshake(
-                capabilities=capabilities, heartbeat=heartbeat, frame_max=frame_max, channel_max=channel_max
+                capabilities=capabilities,
+                heartbeat=heartbeat,
+                frame_max=frame_max,
+                channel_max=channel_max,
+                mechanism=mechanism,
             )
         except BaseException:
             client.close()
@@ -194,14 +208,16 @@ class RawClient(FramedSocket):
         heartbeat: int = 0,
         frame_max: int | None = None,
         channel_max: int | None = None,
+        mechanism: str = "PLAIN",
     ) -> None:
-        """Protocol header, Start/StartOk (PLAIN), Tune/TuneOk, Open/OpenOk.
+        """Protocol header, Start/StartOk (PLAIN, or EXTERNAL over TLS), Tune/TuneOk, Open/OpenOk.
 
         `frame_max`/`channel_max` of None echo the server's proposal.
         """
         self.send_frame(PROTOCOL_HEADER)
         start = self.expect(0, commands.Connection.Start)
         self.server_properties = start.server_properties or {}
+        self.mechanisms = start.mechanisms
         props: common.FieldTable = {"product": "amqpd-tests RawClient"}
         if capabilities is not None:
             props["capabilities"] = capabilities
@@ -209,8 +225,8 @@ class RawClient(FramedSocket):
             0,
             commands.Connection.StartOk(
                 client_properties=props,
-                mechanism="PLAIN",
-                response=f"\0{self.user}\0{self.password}",
+                mechanism=mechanism,
+                response="" if mechanism == "EXTERNAL" else f"\0{self.user}\0{self.password}",
                 locale="en_US",
             ),
         )
