@@ -12,6 +12,9 @@ DEV_STAMP := $(VENV)/.amqpd-installed-dev
 PORT       ?= 5672
 DATA_DIR   ?= ./data
 BENCH_ARGS ?= suite --quick
+# test-reference: a rabbitmqctl command line for the reference broker; when set, the access tests' definitions
+# (tests/fixtures/access) are imported into it first, e.g. REFERENCE_CTL="rabbitmqctl -n reference@localhost".
+REFERENCE_CTL ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help run test lint test-reference require-amqp-url bench compat clean-venv
@@ -20,7 +23,8 @@ help:
 	@echo "make run             start amqpd on port $(PORT) with data in $(DATA_DIR)"
 	@echo "make test            run the whole test suite (in-process broker, both event loops)"
 	@echo "make lint            ruff check + mypy --strict"
-	@echo "make test-reference  run the integration tests against AMQP_URL (e.g. a real RabbitMQ)"
+	@echo "make test-reference  run the integration tests against AMQP_URL (e.g. a real RabbitMQ); with"
+	@echo "                     REFERENCE_CTL='rabbitmqctl -n NODE' it first loads tests/fixtures/access/definitions.json"
 	@echo "make bench           run the benchmark scenarios (BENCH_ARGS='$(BENCH_ARGS)')"
 	@echo "make compat          aio-pika's and pika's own test suites against amqpd (COMPAT_ARGS, PIKA_GIT_DIR)"
 
@@ -46,6 +50,9 @@ lint: $(DEV_STAMP)
 	$(BIN)/mypy
 
 test-reference: require-amqp-url $(DEV_STAMP)
+	@if [ -n "$(REFERENCE_CTL)" ]; then \
+		REFERENCE_CTL="$(REFERENCE_CTL)" bash tests/fixtures/access/load-into-reference.sh; \
+	fi
 	$(PY) -m pytest -m integration
 
 require-amqp-url:
