@@ -362,3 +362,56 @@ def test_healthcheck_command_fails_when_nothing_listens() -> None:
 def test_a_flow_low_mark_not_below_the_high_mark_is_refused() -> None:
     with pytest.raises(ConfigError, match="flow_low must be below flow_high"):
         parse_invocation(["--flow-high", "100", "--flow-low", "100"], {})
+
+
+# ------------------------------------------------------------------------------ users, definitions, connection limit
+
+
+@pytest.mark.parametrize(
+    ("toml", "expected"),
+    [
+        ('loopback_users = ["guest", "admin"]', "guest,admin"),
+        ("loopback_users = []", ""),
+        ('loopback_users = "none"', "none"),
+        ('loopback_users = "guest, admin"', "guest, admin"),
+    ],
+)
+def test_loopback_users_in_toml_is_a_list_or_a_string(tmp_path: Path, toml: str, expected: str) -> None:
+    assert load_config(["--config", write_toml(tmp_path, toml + "\n")], {}).loopback_users == expected
+
+
+@pytest.mark.parametrize(("text", "names"), [("guest,admin", {"guest", "admin"}), ("", set()), ("none", set())])
+def test_loopback_users_from_flag_or_environment_reach_the_server(text: str, names: set[str]) -> None:
+    from broker.server.server import Server
+
+    for config in (load_config(["--loopback-users", text], {}), load_config([], {"AMQPD_LOOPBACK_USERS": text})):
+        assert Server(config).access.loopback_users == frozenset(names)
+
+
+def test_a_toml_list_that_is_not_all_strings_is_refused(tmp_path: Path) -> None:
+    path = write_toml(tmp_path, "loopback_users = [1, 2]\n")
+    with pytest.raises(ConfigError, match=r"loopback_users in .*: expected a string, got \[1, 2\]"):
+        load_config(["--config", path], {})
+
+
+def test_a_toml_list_is_refused_for_a_setting_that_takes_one_value(tmp_path: Path) -> None:
+    path = write_toml(tmp_path, 'default_pass = ["a", "b"]\n')
+    with pytest.raises(ConfigError, match=r"default_pass in .*: expected a string, got \['a', 'b'\]"):
+        load_config(["--config", path], {})
+
+
+def test_definitions_and_max_connections_come_from_toml(tmp_path: Path) -> None:
+    path = write_toml(tmp_path, 'definitions = "/etc/amqpd/defs.json"\nmax_connections = 100\n')
+    config = load_config(["--config", path], {})
+    assert (config.definitions, config.max_connections) == ("/etc/amqpd/defs.json", 100)
+
+
+def test_a_negative_connection_limit_is_refused() -> None:
+    with pytest.raises(ConfigError, match="--max-connections must be at least 0, got -1"):
+        load_config(["--max-connections", "-1"], {})
+
+
+def test_max_connections_becomes_the_servers_connection_limit() -> None:
+    from broker.server.server import Server
+
+    assert Server(load_config(["--max-connections", "7"], {})).connection_limit == 7

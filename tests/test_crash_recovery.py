@@ -26,6 +26,7 @@ pytestmark = [pytest.mark.crash, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parent.parent
 LISTEN = re.compile(r"listening on [^ ]*?:(\d+)")
+POSTGRES_TABLES = "amqpd_definitions, amqpd_messages, amqpd_enqueues, amqpd_meta, amqpd_settings"
 
 
 @asynccontextmanager
@@ -137,4 +138,12 @@ async def test_every_confirmed_message_survives_sigkill_exactly_once_postgres(tm
     url = os.environ.get("AMQPD_TEST_POSTGRES_URL")
     if not url:
         pytest.skip("AMQPD_TEST_POSTGRES_URL is not set (tests/start_postgres.sh starts a local server)")
+    import asyncpg
+
+    # Start from empty tables: other tests leave users and settings behind (e.g. no guest, or another password).
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(f"DROP TABLE IF EXISTS {POSTGRES_TABLES} CASCADE")
+    finally:
+        await conn.close()
     await crash_rounds(tmp_path / "data", url, rounds=3, seed=random.randrange(1 << 30))

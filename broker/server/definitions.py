@@ -9,9 +9,10 @@ one warning, not silently dropped.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from broker.access.passwords import MD5, SHA256
@@ -69,6 +70,17 @@ def _text(item: dict[str, Any], key: str, what: str, default: str | None = None)
     return value
 
 
+@contextlib.contextmanager
+def _about(what: str) -> Iterator[None]:
+    """Name the object at fault in an error raised while applying it (a bad regex, hash, tag list, limit)."""
+    try:
+        yield
+    except DefinitionsError:
+        raise
+    except ValueError as exc:  # AccessConfigError, PasswordHashError
+        raise DefinitionsError(f"{what}: {exc}") from exc
+
+
 def _flag(value: object) -> bool:
     return value in (True, "true", "True", 1)
 
@@ -103,14 +115,15 @@ def import_definitions(server: Server, data: dict[str, Any], only_vhost: str | N
                 name = _text(item, "name", "user")
                 what = f"user '{name}'"
                 password = item.get("password")
-                access.add_user(
-                    name,
-                    password if isinstance(password, str) else None,
-                    password_hash=_text(item, "password_hash", what, "") if password is None else None,
-                    hashing_algorithm=_text(item, "hashing_algorithm", what, algorithm),
-                    tags=item.get("tags", ()),
-                    limits=item.get("limits") if isinstance(item.get("limits"), dict) else None,
-                )
+                with _about(what):
+                    access.add_user(
+                        name,
+                        password if isinstance(password, str) else None,
+                        password_hash=_text(item, "password_hash", what, "") if password is None else None,
+                        hashing_algorithm=_text(item, "hashing_algorithm", what, algorithm),
+                        tags=item.get("tags", ()),
+                        limits=item.get("limits") if isinstance(item.get("limits"), dict) else None,
+                    )
                 counts["users"] += 1
             for item in _items(data, "vhosts"):
                 name = _text(item, "name", "vhost")
@@ -120,24 +133,28 @@ def import_definitions(server: Server, data: dict[str, Any], only_vhost: str | N
             for item in _items(data, "permissions"):
                 user = _text(item, "user", "permission")
                 what = f"permission of user '{user}'"
-                server.set_permissions(
-                    user,
-                    vhost_of(item, what),
-                    _text(item, "configure", what),
-                    _text(item, "write", what),
-                    _text(item, "read", what),
-                )
+                vhost = vhost_of(item, what)
+                with _about(f"{what} in vhost '{vhost}'"):
+                    server.set_permissions(
+                        user,
+                        vhost,
+                        _text(item, "configure", what),
+                        _text(item, "write", what),
+                        _text(item, "read", what),
+                    )
                 counts["permissions"] += 1
             for item in _items(data, "topic_permissions"):
                 user = _text(item, "user", "topic permission")
                 what = f"topic permission of user '{user}'"
-                server.set_topic_permissions(
-                    user,
-                    vhost_of(item, what),
-                    _text(item, "exchange", what),
-                    _text(item, "write", what),
-                    _text(item, "read", what),
-                )
+                vhost = vhost_of(item, what)
+                with _about(f"{what} in vhost '{vhost}'"):
+                    server.set_topic_permissions(
+                        user,
+                        vhost,
+                        _text(item, "exchange", what),
+                        _text(item, "write", what),
+                        _text(item, "read", what),
+                    )
                 counts["topic_permissions"] += 1
         for item in _items(data, "exchanges"):
             _import_exchange(server, item, vhost_of)
@@ -226,7 +243,9 @@ def _import_parameters(server: Server, data: dict[str, Any], vhost_of: Any) -> l
             value = item.get("value")
             if not isinstance(value, dict):
                 raise DefinitionsError(f"{what}: value must be an object")
-            server.set_vhost_limits(vhost_of(item, what), value)
+            vhost = vhost_of(item, what)
+            with _about(f"{what} in vhost '{vhost}'"):
+                server.set_vhost_limits(vhost, value)
         else:
             unsupported.append(what)
     unsupported.extend(f"policy '{p.get('name')}'" for p in _items(data, "policies"))

@@ -4,6 +4,7 @@ and graceful shutdown."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import resource
@@ -50,8 +51,11 @@ def loop_name(loop: asyncio.AbstractEventLoop) -> str:
     return "uvloop" if module.startswith("uvloop") else "asyncio"
 
 
+# The setting that says this store has been through a first start (vhost "", kind, name).
+INITIALIZED = ("", "node", "initialized")
 # File descriptors kept back from the automatic connection limit: the store's files, listeners, logs.
 FD_RESERVE = 64
+UNLIMITED_FDS = 1 << 20  # what an unlimited open-files limit counts as (Linux's default fs.nr_open)
 
 
 def parse_user_list(text: str) -> frozenset[str]:
@@ -62,16 +66,20 @@ def parse_user_list(text: str) -> frozenset[str]:
 
 
 def raise_fd_limit() -> int:
-    """Lift the soft open-files limit to the hard one (as RabbitMQ's start script asks for) and return it."""
+    """Lift the soft open-files limit to the hard one (as RabbitMQ's start script asks for) and return the soft
+    limit then in force: the old one when it cannot be raised, 1024 when it cannot even be read."""
     try:
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if hard == resource.RLIM_INFINITY or hard > soft:
-            target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-            soft = target
-        return int(soft)
     except (ValueError, OSError):
         return 1024
+    if soft == resource.RLIM_INFINITY:
+        return UNLIMITED_FDS
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, UNLIMITED_FDS)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+    return int(soft)
 
 
 class Server:
@@ -206,11 +214,18 @@ class Server:
         self.access = AccessControl(self.access.loopback_users)
         for name in stored_vhosts(snapshot):
             self._new_vhost(name)
+            if name not in snapshot.vhosts:
+                # Data from before vhost records: record the vhost now, or it would vanish with its last queue.
+                self.committer.add_definition(VHostRecord(name, {}))
         for (vhost, kind, name), setting in snapshot.settings.items():
             self.access.restore(vhost, kind, name, dict(setting.value))
         self.access.journal = StoreSettingsJournal(self.committer)
-        if not self.access.users and not cfg.definitions:
-            self.seed_defaults()  # a fresh store (or one from before users were stored)
+        if INITIALIZED not in snapshot.settings:
+            # RabbitMQ seeds the default user and vhost on a node's first start only (not again once every user
+            # is deleted). A store from before users were stored has none: it gets them too.
+            if not self.access.users and not cfg.definitions:
+                self.seed_defaults()
+            self.access.journal.put(*INITIALIZED, {})
         n = recover(snapshot, self._vhost_for)
         log.info(
             "recovered %d exchanges, %d queues, %d bindings and %d messages from %s in %.2f s",
@@ -246,24 +261,34 @@ class Server:
         fd_limit = raise_fd_limit()
         if self.connection_limit <= 0:
             self.connection_limit = max(fd_limit - FD_RESERVE, 1)
-        await self._open_store()
+        try:
+            await self._open_store()
+            await self._load_definitions_and_listen(tls)
+        except BaseException:
+            # Stored state, a definitions file or a listen address that fails the start: release what was opened
+            # (listeners, the store's worker thread, files or database connection), not leave it to the exit.
+            for listener in self._servers:
+                listener.close()
+            self._servers.clear()
+            if self.committer is not None:
+                with contextlib.suppress(Exception):
+                    await self.committer.close()
+            raise
+
+    async def _load_definitions_and_listen(self, tls: ssl.SSLContext | None) -> None:
+        cfg = self.config
+        assert self._loop is not None
         if cfg.definitions:
             from broker.server.definitions import load_definitions_file
 
             load_definitions_file(self, cfg.definitions)
         listening: list[str] = []
-        try:
-            if cfg.plain_listener:
-                self.port, addresses = await self._listen(cfg.port, None, "--port")
-                listening.append(f"{addresses} (amqp)")
-            if tls is not None:
-                self.tls_port, addresses = await self._listen(cfg.tls_port, tls, "--tls-port")
-                listening.append(f"{addresses} (amqps)")
-        except BaseException:
-            for server in self._servers:
-                server.close()
-            self._servers.clear()
-            raise
+        if cfg.plain_listener:
+            self.port, addresses = await self._listen(cfg.port, None, "--port")
+            listening.append(f"{addresses} (amqp)")
+        if tls is not None:
+            self.tls_port, addresses = await self._listen(cfg.tls_port, tls, "--tls-port")
+            listening.append(f"{addresses} (amqps)")
         log.info(
             "amqpd %s listening on %s (loop %s, Python %s, store %s)",
             self.version,

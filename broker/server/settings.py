@@ -203,8 +203,6 @@ def _coerce(raw: object, kind: type, source: str) -> Any:
             except ValueError:
                 pass
         raise ConfigError(f"{source}: expected a number, got {raw!r}")
-    if isinstance(raw, list) and all(isinstance(item, str) for item in raw):
-        return ",".join(raw)  # a TOML list, e.g. loopback_users = ["guest", "admin"]
     if not isinstance(raw, str):
         raise ConfigError(f"{source}: expected a string, got {raw!r}")
     return raw
@@ -289,6 +287,9 @@ VALIDATORS: dict[str, Callable[[Any], str | None]] = {
     "default_vhost": _non_empty,
 }
 
+# Names separated by commas; a TOML file may give them as a list of strings instead.
+LIST_FIELDS = frozenset({"loopback_users"})
+
 # Case does not matter for these; normalise before validating so "INFO" and "Info" are accepted.
 LOWERCASED = frozenset({"loop", "log_level", "tls_verify", "tls_cert_login_from"})
 
@@ -328,6 +329,8 @@ def _resolve(argv: Sequence[str] | None, environ: Mapping[str, str] | None) -> I
 
     values: dict[str, Any] = {}
     for name, (raw, source) in chosen.items():
+        if name in LIST_FIELDS and isinstance(raw, list) and all(isinstance(item, str) for item in raw):
+            raw = ",".join(raw)  # a TOML list, e.g. loopback_users = ["guest", "admin"]
         value: Any = _coerce_port(raw, source) if name == "port" else _coerce(raw, types[name], source)
         if name in LOWERCASED:
             value = value.strip().lower()

@@ -446,7 +446,10 @@ class BrokerConnection(asyncio.Protocol):
                 40,
             )
         limit = user.limit("max-connections")
-        if limit is not None and sum(1 for c in self.server.connections if c.user is user and c.vhost) >= limit:
+        # By name: the User object is replaced when the user is updated, and older connections hold the old one.
+        name = user.name
+        opened = sum(1 for c in self.server.connections if c.user is not None and c.user.name == name and c.vhost)
+        if limit is not None and opened >= limit:
             raise ConnectionError_(
                 NOT_ALLOWED,
                 f"connection refused for user '{user.name}': user connection limit ({limit}) is reached",
@@ -459,9 +462,10 @@ class BrokerConnection(asyncio.Protocol):
 
     def on_channel_open(self, channel: int) -> None:
         assert self.vhost is not None and self.user is not None
-        limit = self.user.limit("max-channels")
+        name = self.user.name
+        # The user as it is now: limits set after this connection logged in apply to it too.
+        limit = self.server.access.users.get(name, self.user).limit("max-channels")
         if limit is not None:
-            name = self.user.name
             opened = sum(len(c.channels) for c in self.server.connections if c.user and c.user.name == name)
             if opened >= limit:
                 raise ConnectionError_(
