@@ -1,13 +1,14 @@
 """The access database (users, permissions, topic permissions, vhost limits) and the login decision.
 
-Every change bumps :attr:`AccessControl.generation`, which per-channel caches (:mod:`broker.access.grants`)
-compare to drop what they remembered: a revoked permission takes effect on the next operation, where
-RabbitMQ's channels may keep using up to twelve cached answers.
+Every change clears the per-channel caches (:mod:`broker.access.grants`) registered with it, so a revoked
+permission takes effect on the next operation, where RabbitMQ's channels may keep using up to twelve cached
+answers.
 """
 
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Iterable
 from typing import Any, Protocol
 
@@ -30,6 +31,12 @@ PERMISSION = "permission"
 TOPIC_PERMISSION = "topic-permission"
 VHOST_LIMITS_KIND = "vhost-limits"
 VHOST_LIMITS_NAME = "limits"
+
+
+class Invalidated(Protocol):
+    """A cache of access answers (a channel's Grants) that must forget them when anything changes."""
+
+    def invalidate(self) -> None: ...
 
 
 class AccessJournal(Protocol):
@@ -68,9 +75,18 @@ class AccessControl:
         self.topic_permissions: dict[tuple[str, str], dict[str, TopicPermission]] = {}  # (user, vhost) -> exchange
         self.vhost_limits: dict[str, dict[str, int]] = {}
         self.generation = 0
+        self._caches: weakref.WeakSet[Invalidated] = weakref.WeakSet()
+
+    def register(self, cache: Invalidated) -> None:
+        """Tell ``cache`` of every change from now on (it is held weakly: a closed channel just goes away)."""
+        self._caches.add(cache)
 
     def _changed(self) -> None:
+        # Pushed rather than polled, so that a cached answer costs the publish path one set lookup and nothing
+        # more; changes are rare, and each live channel's cache is cleared in place.
         self.generation += 1
+        for cache in list(self._caches):
+            cache.invalidate()
 
     # ------------------------------------------------------------------ login
     def login(self, mechanism: str, username: str, password: str | None, from_loopback: bool) -> User | None:

@@ -1,8 +1,9 @@
 """What one channel's user may do in its vhost, remembered so that the publish path pays one integer compare
 and one set lookup per message.
 
-The cache holds only positive answers, is bounded, and is dropped whenever the access database changes
-(its generation moves), so a revoked permission is enforced from the next operation on.
+The cache holds only positive answers, is bounded, and is cleared in place whenever the access database changes
+(it tells every registered cache), so a revoked permission is enforced from the next operation on. The channel
+reads :attr:`Grants.write_ok` directly on publish: a set lookup is the whole cost of a cached answer.
 """
 
 from __future__ import annotations
@@ -28,23 +29,43 @@ def refused(kind: str, name: str, vhost: str, user: str) -> ChannelError:
 
 
 class Grants:
-    __slots__ = ("_control", "_generation", "_ok", "_permission", "_topic_ok", "_topics", "user", "vhost")
+    __slots__ = (
+        "__weakref__",
+        "_control",
+        "_ok",
+        "_permission",
+        "_stale",
+        "_topic_ok",
+        "_topics",
+        "user",
+        "vhost",
+        "write_ok",
+    )
 
     def __init__(self, control: AccessControl, user: User, vhost: str) -> None:
         self._control = control
         self.user = user
         self.vhost = vhost
-        self._generation = -1
+        self._stale = True
         self._permission: Permission | None = None
         # index kind_offset + permission: exchange 0..2, queue 3..5
         self._ok: tuple[set[str], ...] = tuple(set() for _ in range(6))
+        self.write_ok = self._ok[WRITE]  # exchanges this channel may publish to, as far as it has checked
         self._topics: dict[str, tuple[re.Pattern[str], re.Pattern[str]]] = {}
         self._topic_ok: dict[tuple[str, int], set[str]] = {}
+        control.register(self)
         self._refresh()
+
+    def invalidate(self) -> None:
+        """The access database changed: forget every answer (in place: the channel holds ``write_ok``)."""
+        self._stale = True
+        for ok in self._ok:
+            ok.clear()
+        self._topic_ok.clear()
 
     def _refresh(self) -> None:
         control = self._control
-        self._generation = control.generation
+        self._stale = False
         self.user = control.users.get(self.user.name, self.user)
         self._permission = control.permissions.get((self.user.name, self.vhost))
         for ok in self._ok:
@@ -62,13 +83,13 @@ class Grants:
 
     # ------------------------------------------------------------------ resources
     def write_exchange(self, name: str) -> None:
-        """Publish (hot): write on the exchange, the default one being 'amq.default'."""
-        if self._generation == self._control.generation and name in self._ok[WRITE]:
-            return
-        self.check(EXCHANGE, name, WRITE)
+        """Publish: write on the exchange, the default one being 'amq.default'. The channel skips the call when
+        ``name in write_ok``."""
+        if name not in self.write_ok:
+            self.check(EXCHANGE, name, WRITE)
 
     def check(self, kind: str, name: str, perm: int) -> None:
-        if self._generation != self._control.generation:
+        if self._stale:
             self._refresh()
         ok = self._ok[perm + (3 if kind == QUEUE else 0)]
         if name in ok:
@@ -84,13 +105,13 @@ class Grants:
     # ------------------------------------------------------------------ topic permissions
     @property
     def has_topic_permissions(self) -> bool:
-        if self._generation != self._control.generation:
+        if self._stale:
             self._refresh()
         return bool(self._topics)
 
     def check_topic(self, exchange: str, routing_key: str, perm: int) -> None:
         """Routing-key check on a topic exchange; allowed when the user has no topic permission for it."""
-        if self._generation != self._control.generation:
+        if self._stale:
             self._refresh()
         patterns = self._topics.get(exchange)
         if patterns is None:

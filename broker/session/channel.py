@@ -74,6 +74,7 @@ class Channel:
         user = conn.user
         # What this channel's user may do here; None only for a session with no login (unit tests).
         self.grants = Grants(conn.server.access, user, vhost.name) if user is not None else None
+        self.write_ok = self.grants.write_ok if self.grants is not None else None  # read on every publish
         self.closed = False
         consumer_timeout.watch(conn.server)  # its timer finds unacked deliveries: nothing per delivery here
         self._dispatch: dict[type, Callable[[Any], None]] = {
@@ -147,9 +148,12 @@ class Channel:
 
     # ------------------------------------------------------------------ publish (hot)
     def publish(self, exchange: str, routing_key: str, mandatory: bool, header: bytes, body: bytes) -> None:
-        grants = self.grants
-        if grants is not None:
-            grants.write_exchange(exchange)  # before the lookup, as RabbitMQ: no permission hides existence
+        write_ok = self.write_ok
+        if write_ok is not None and exchange not in write_ok:
+            # Before the lookup, as RabbitMQ: no permission hides whether the exchange exists.
+            grants = self.grants
+            assert grants is not None  # write_ok is set with it
+            grants.write_exchange(exchange)
         ex = self.vhost.exchanges.get(exchange)
         if ex is None:
             raise ChannelError(NOT_FOUND, f"no exchange '{exchange}' in vhost '{self.vhost.name}'")
@@ -158,8 +162,10 @@ class Channel:
                 ACCESS_REFUSED,
                 f"cannot publish to internal exchange '{exchange}' in vhost '{self.vhost.name}'",
             )
-        if grants is not None and ex.type_name == "topic" and grants.has_topic_permissions:
-            grants.check_topic(exchange, routing_key, WRITE)
+        if ex.type_name == "topic":
+            grants = self.grants
+            if grants is not None and grants.has_topic_permissions:
+                grants.check_topic(exchange, routing_key, WRITE)
         flags = fastcodec.property_flags(header)
         expiration = None
         if flags & _CHECKED_FLAGS:
