@@ -6,18 +6,22 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PY     := $(BIN)/python
 # Stamps record what was installed into the venv; pyproject.toml changes make them stale.
-RUN_STAMP := $(VENV)/.amqpd-installed
-DEV_STAMP := $(VENV)/.amqpd-installed-dev
+RUN_STAMP      := $(VENV)/.amqpd-installed
+DEV_STAMP      := $(VENV)/.amqpd-installed-dev
+EXAMPLES_STAMP := $(VENV)/.amqpd-installed-examples
 
 PORT       ?= 5672
 DATA_DIR   ?= ./data
 BENCH_ARGS ?= suite --quick
+# make demo: where the topology diagram goes, and the e-commerce flow's flags (examples/amqp_client.py --help).
+DEMO_DIR   ?= build/demo
+DEMO_ARGS  ?= --orders 8 --users 3 --timeout 60
 # test-reference: a rabbitmqctl command line for the reference broker; when set, the access tests' definitions
 # (tests/fixtures/access) are imported into it first, e.g. REFERENCE_CTL="rabbitmqctl -n reference@localhost".
 REFERENCE_CTL ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help run test lint test-reference require-amqp-url bench compat clean-venv
+.PHONY: help run test lint test-reference require-amqp-url bench compat demo clean-venv
 
 help:
 	@echo "make run             start amqpd on port $(PORT) with data in $(DATA_DIR)"
@@ -27,6 +31,8 @@ help:
 	@echo "                     REFERENCE_CTL='rabbitmqctl -n NODE' it first loads tests/fixtures/access/definitions.json"
 	@echo "make bench           run the benchmark scenarios (BENCH_ARGS='$(BENCH_ARGS)')"
 	@echo "make compat          aio-pika's and pika's own test suites against amqpd (COMPAT_ARGS, PIKA_GIT_DIR)"
+	@echo "make demo            the examples: a broker with the e-commerce topology, its message flow, and the"
+	@echo "                     topology diagram in $(DEMO_DIR) (DEMO_ARGS='$(DEMO_ARGS)')"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +43,11 @@ $(RUN_STAMP): pyproject.toml | $(PY)
 
 $(DEV_STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install -e '.[dev]'
+	touch $@ $(RUN_STAMP) $(EXAMPLES_STAMP)
+
+# The dev extras include everything the examples need.
+$(EXAMPLES_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -e '.[examples]'
 	touch $@ $(RUN_STAMP)
 
 run: $(RUN_STAMP)
@@ -68,6 +79,20 @@ bench: $(DEV_STAMP)
 # PIKA_GIT_DIR. COMPAT_ARGS e.g. '--url amqp://guest:guest@127.0.0.1:5682/' or '--suite pika --results DIR'.
 compat: $(DEV_STAMP)
 	$(PY) tests/compat/run.py $(COMPAT_ARGS)
+
+# The example broker (in-process amqpd, nothing persisted) on a free port in the background; the e-commerce flow
+# against it (bounded by DEMO_ARGS' counts and --timeout); the diagram; then Ctrl-C (SIGINT) to the broker.
+demo: $(EXAMPLES_STAMP)
+	@log=$$(mktemp); \
+	$(PY) examples/amqp_broker.py --host 127.0.0.1 --port 0 --store memory:// >$$log 2>&1 & broker=$$!; \
+	trap 'kill -INT $$broker 2>/dev/null; wait $$broker; sed -n "/SIGINT/,\$$p" $$log; rm -f $$log' EXIT; \
+	until grep -q "Press Ctrl-C" $$log; do \
+		if ! kill -0 $$broker 2>/dev/null; then cat $$log; exit 1; fi; sleep 0.1; \
+	done; \
+	cat $$log; echo; \
+	url=$$(sed -n 's/.* is listening on \(amqp:[^ ]*\).*/\1/p' $$log); \
+	AMQP_URL=$$url $(PY) examples/amqp_client.py $(DEMO_ARGS) && \
+	echo && $(PY) examples/render_diagram.py --output-dir $(DEMO_DIR)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -326,8 +326,18 @@ async def test_one_connection_over_the_broker_limit_is_refused_and_the_others_ca
     second = await aio_pika.connect(amqp_url)
     try:
         started = time.monotonic()
-        with pytest.raises(aiormq.exceptions.AMQPConnectionError):
-            await asyncio.wait_for(aio_pika.connect(amqp_url), CLOSE_DEADLINE)
+        # A plain socket, not aio-pika: aiormq answers this refusal with AMQPConnectionError or, when it sees the
+        # EOF before it reads Connection.Start (often on uvloop), with StopAsyncIteration, and then leaves an
+        # un-awaited Connection.close() to the garbage collector, a warning that fails a later test.
+        reader, writer = await asyncio.open_connection("127.0.0.1", broker_server.port)
+        writer.write(PROTOCOL_HEADER)
+        try:
+            answer = await asyncio.wait_for(reader.read(), CLOSE_DEADLINE)
+        except ConnectionResetError:
+            answer = b""
+        finally:
+            writer.close()
+        assert answer == b""  # closed without a word: not even Connection.Start
         assert time.monotonic() - started < CLOSE_DEADLINE / 2  # refused at once, not by a timeout
         assert broker_server.stats()["connections"] == 2
 
