@@ -2,7 +2,8 @@
 
     python -m benchmarks perf [--url URL] -x 2 -y 2 --size 1024 --ack multiple --prefetch 500
     python -m benchmarks run --scenario 1p1c-ack-p1000 [--compare amqp://guest:guest@127.0.0.1:5682/]
-    python -m benchmarks suite [--compare URL] [--quick] [--repeat N] [--json]
+    python -m benchmarks suite [--compare URL] [--quick] [--repeat N] [--json] [--report DIR]
+    python -m benchmarks report RESULTS.json [--report DIR]
     python -m benchmarks list
 
 Without ``--url`` amqpd is started here as a subprocess on a free loopback port (a fresh one per scenario), so
@@ -14,7 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import shlex
+import re
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
@@ -26,7 +27,9 @@ from benchmarks.report import (
     baseline_rows,
     environment,
     median_result,
+    portable_command,
     ratio,
+    result_stem,
     table_rows,
     text_table,
     write_results,
@@ -99,6 +102,8 @@ async def _perf(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2))
     else:
         for key, value in result.items():
+            if key == "series":
+                value = f"{len(value)} points"
             print(f"{key:>18}  {value:,.1f}" if isinstance(value, float) else f"{key:>18}  {value}")
     return 0
 
@@ -181,7 +186,7 @@ async def _scenarios(args: argparse.Namespace, names: list[str], set_name: str) 
         doc_scenarios.append(entry)
     doc: dict[str, Any] = {
         "set": set_name + ("-quick" if args.quick else ""),
-        "command": "python -m benchmarks " + shlex.join(sys.argv[1:] if args.argv is None else args.argv),
+        "command": portable_command(sys.argv[1:] if args.argv is None else args.argv),
         "quick": args.quick,
         "repeat": repeat,
         "client": args.client,
@@ -198,6 +203,10 @@ async def _scenarios(args: argparse.Namespace, names: list[str], set_name: str) 
     if not args.no_save:
         json_path, md_path = write_results(doc, Path(args.results_dir) if args.results_dir else None)
         print(f"results: {json_path} {md_path}", file=sys.stderr)
+    if args.report:
+        from benchmarks.html_report import write_report
+
+        print(f"report: {write_report(doc, Path(args.report), result_stem(doc))}", file=sys.stderr)
     if args.json:
         print(table, file=sys.stderr)
         print(json.dumps(doc, indent=2, default=str))
@@ -244,14 +253,53 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--client", choices=("raw", "aio-pika"), default="raw")
         sp.add_argument("--no-save", action="store_true", help="do not write benchmarks/results/*")
         sp.add_argument("--results-dir", help="where to write the .json and .md results")
+        sp.add_argument(
+            "--set", dest="set_name", metavar="NAME", help="the set's name in the results and their file names"
+        )
         sp.add_argument("--no-progress", action="store_true", help="no per-second progress on stderr")
+        sp.add_argument(
+            "--report",
+            metavar="DIR",
+            help="also write an HTML report with charts to DIR/<date>-<set>.html (needs the bench extra)",
+        )
+    rep = sub.add_parser("report", help="write the HTML report of a saved results .json")
+    rep.add_argument("results", metavar="RESULTS.json", help="a document written by run or suite")
+    rep.add_argument("--report", metavar="DIR", help="where to write it (default: beside RESULTS.json)")
     sub.add_parser("list", help="list the scenarios")
     return p
+
+
+def _report(args: argparse.Namespace) -> int:
+    from benchmarks.html_report import write_report
+
+    source = Path(args.results)
+    try:
+        doc = json.loads(source.read_text())
+    except (OSError, ValueError) as e:
+        print(f"cannot read {source}: {e}", file=sys.stderr)
+        return 2
+    path = write_report(doc, Path(args.report) if args.report else source.parent, source.stem)
+    print(f"report: {path}", file=sys.stderr)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     args.argv = argv
+    if getattr(args, "set_name", None) and not re.fullmatch(r"[\w.-]+", args.set_name):
+        print("--set: letters, digits, '.', '_' and '-' only (it is part of file names)", file=sys.stderr)
+        return 2
+    if getattr(args, "report", None) or args.cmd == "report":
+        # before the benchmarks, so that a missing extra does not cost a whole suite's run
+        from benchmarks.html_report import ReportError, require_matplotlib
+
+        try:
+            require_matplotlib()
+        except ReportError as e:
+            print(f"amqpd-bench: {e}", file=sys.stderr)
+            return 2
+    if args.cmd == "report":
+        return _report(args)
     if args.cmd == "list":
         for sc in SCENARIOS.values():
             print(f"{sc.name:22} {sc.description}")
@@ -259,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "perf":
         return _run(_perf(args))
     if args.cmd == "run":
-        return _run(_scenarios(args, [args.scenario], args.scenario))
+        return _run(_scenarios(args, [args.scenario], args.set_name or args.scenario))
     names = list(SCENARIOS)
     if args.only:
         names = [n.strip() for n in args.only.split(",") if n.strip()]
@@ -267,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             print(f"unknown scenarios: {', '.join(unknown)}", file=sys.stderr)
             return 2
-    return _run(_scenarios(args, names, "suite" if not args.only else "custom"))
+    return _run(_scenarios(args, names, args.set_name or ("suite" if not args.only else "custom")))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from typing import Any
 
 from benchmarks.procstats import CpuMeter, rss_bytes
 from benchmarks.rawclient import Channel, RawConnection, encode_publish, split_publish
+from benchmarks.series import Sampler
 
 EXCHANGE_TYPES = ("direct", "fanout", "topic", "default")
 ACK_MODES = ("auto", "manual", "multiple")
@@ -58,6 +59,7 @@ class PerfConfig:
     progress: bool = True
     label: str = ""
     broker_pid: int | None = None
+    series_origin: float | None = None  # loop time the series' ``t`` counts from; None = the start of publishing
 
     def check(self) -> None:
         if self.exchange_type not in EXCHANGE_TYPES:
@@ -137,7 +139,9 @@ def latency_summary(latencies_ns: list[int]) -> dict[str, float]:
     s = sorted(latencies_ns)
     return {
         "latency_p50_ms": percentile(s, 50) / 1e6,
+        "latency_p95_ms": percentile(s, 95) / 1e6,
         "latency_p99_ms": percentile(s, 99) / 1e6,
+        "latency_p999_ms": percentile(s, 99.9) / 1e6,
         "latency_max_ms": (s[-1] / 1e6) if s else 0.0,
         "latency_samples": float(len(s)),
     }
@@ -445,6 +449,16 @@ async def _progress(cfg: PerfConfig, stats: Stats, t_start: float) -> None:
         last = (now, stats.published, stats.confirmed, stats.consumed)
 
 
+def series_counter(cfg: PerfConfig, stats: Stats) -> tuple[str, Callable[[], int]]:
+    """What the ``rate`` of a run's time series counts: deliveries when it has consumers, else confirms when it
+    uses them, else publishes."""
+    if cfg.consumers:
+        return "deliveries", lambda: stats.consumed
+    if cfg.confirm:
+        return "confirms", lambda: stats.confirmed
+    return "publishes", lambda: stats.published
+
+
 def new_topology(cfg: PerfConfig) -> Topology:
     return topology_names(cfg, uuid.uuid4().hex[:8])
 
@@ -470,6 +484,7 @@ async def run_perf(cfg: PerfConfig, topo: Topology | None = None, keep: bool = F
     ]
     consumers = [con_cls(cfg, stats, topo.queues[i % cfg.queues]) for i in range(cfg.consumers)]
     progress: asyncio.Task[None] | None = None
+    sampler: Sampler | None = None
     result: dict[str, Any] = {}
     try:
         ch = await admin.channel(1)
@@ -481,6 +496,10 @@ async def run_perf(cfg: PerfConfig, topo: Topology | None = None, keep: bool = F
         rss_start = rss_bytes(cfg.broker_pid) if cfg.broker_pid else 0
         t_start = loop.time()
         stop_at = t_start + cfg.duration
+        series_rate, count = series_counter(cfg, stats)
+        origin = t_start if cfg.series_origin is None else cfg.series_origin
+        sampler = Sampler(count, cfg.broker_pid, origin=origin)
+        sampler.start()
         if cfg.progress:
             progress = asyncio.create_task(_progress(cfg, stats, t_start))
         tasks = [asyncio.create_task(p.run(stop_at)) for p in publishers]
@@ -515,6 +534,7 @@ async def run_perf(cfg: PerfConfig, topo: Topology | None = None, keep: bool = F
         deadline = loop.time() + cfg.drain
         while cfg.consumers and stats.consumed < expected and loop.time() < deadline:
             await asyncio.sleep(0.05)
+        series = await sampler.stop()
 
         window = w1[0] - w0[0]
         result = {
@@ -535,12 +555,17 @@ async def run_perf(cfg: PerfConfig, topo: Topology | None = None, keep: bool = F
             "broker_rss_start": rss_start,
             "broker_rss_end": rss_end,
             "errors": stats.errors,
+            "series_rate": series_rate,
+            "series_windows": [[round(w0[0] - origin, 3), round(w1[0] - origin, 3)]],
+            "series": series,
         }
         if cfg.latency:
             result.update(latency_summary(stats.latencies_ns[w0[4] :] or stats.latencies_ns))
     finally:
         if progress is not None:
             progress.cancel()
+        if sampler is not None:
+            await sampler.stop()
         await _gather_bounded([c.close for c in consumers] + [p.close for p in publishers], timeout=10)
         await admin.close()
         if not keep:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import platform
+import shlex
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,8 @@ CONVENTION = (
     "ratio > 1 means amqpd is better: amqpd/reference for rates, reference/amqpd for latencies and memory"
 )
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+# keys of one run's result that hold its time series (benchmarks/series.py); never medians
+SERIES_KEYS = ("series", "series_windows")
 
 
 def _pkg(name: str) -> str:
@@ -59,6 +62,9 @@ def median_result(runs: list[dict[str, Any]]) -> dict[str, Any]:
             out[key] = values[len(values) // 2]
     out["runs"] = len(ok)
     out["failed_runs"] = len(runs) - len(ok)
+    # a time series is one run's: the charts take them from the document's ``runs``, not from the median
+    for key in SERIES_KEYS:
+        out.pop(key, None)
     return out
 
 
@@ -165,44 +171,67 @@ def text_table(head: list[str], rows: list[list[str]]) -> str:
     return "\n".join(out)
 
 
-def markdown_document(doc: dict[str, Any]) -> str:
+def environment_items(doc: dict[str, Any]) -> list[str]:
+    """The bullet points that say where, how and with what a document was measured (Markdown: the command is
+    in backquotes)."""
     env = doc["environment"]
     m = env["machine"]
     brokers = "; ".join(
         f"{n}: {b.get('product', '?')} {b.get('version', '?')}" for n, b in env["brokers"].items()
     )
+    items = [
+        f"date: {env['date']}",
+        f"machine: {m['nproc']} CPUs, {m['cpu_model']}, {m['mem_total_bytes'] / 2**30:.1f} GiB RAM "
+        "(client and brokers share it)",
+        f"Python {env['python']}, uvloop {env['uvloop']}, pamqp {env['pamqp']}, aio-pika {env['aio-pika']}",
+        f"brokers: {brokers}",
+        f"client: {doc['client']}{' (quick mode)' if doc['quick'] else ''}",
+        f"command: `{doc['command']}`",
+        CONVENTION,
+        "CPU is a share of one core over the measurement window (200% = both cores); RSS is the broker's VmRSS",
+        "CPU wait: share of the window the process was runnable but waiting for a core (/proc schedstat); "
+        "high values mean other work on the machine held it back",
+    ]
+    if doc.get("repeat", 1) > 1:
+        items.append(f"every value is the median of {doc['repeat']} interleaved runs")
+    return items
+
+
+def markdown_document(doc: dict[str, Any]) -> str:
     head, rows = table_rows(doc)
     parts = [
         f"# amqpd benchmark: {doc['set']}",
         "",
-        f"- date: {env['date']}",
-        f"- machine: {m['nproc']} CPUs, {m['cpu_model']}, {m['mem_total_bytes'] / 2**30:.1f} GiB RAM "
-        "(client and brokers share it)",
-        f"- Python {env['python']}, uvloop {env['uvloop']}, pamqp {env['pamqp']}, aio-pika {env['aio-pika']}",
-        f"- brokers: {brokers}",
-        f"- client: {doc['client']}{' (quick mode)' if doc['quick'] else ''}",
-        f"- command: `{doc['command']}`",
-        f"- {CONVENTION}",
-        "- CPU is a share of one core over the measurement window (200% = both cores); "
-        "RSS is the broker's VmRSS",
-        "- CPU wait: share of the window the process was runnable but waiting for a core (/proc schedstat); "
-        "high values mean other work on the machine held it back",
+        *(f"- {item}" for item in environment_items(doc)),
         "",
         markdown_table(head, rows),
         "",
     ]
-    if doc.get("repeat", 1) > 1:
-        parts.insert(-3, f"- every value is the median of {doc['repeat']} interleaved runs")
     pair_head, pair_rows = baseline_rows(doc)
     if pair_rows:
         parts += ["Variants next to their baseline scenario:", "", markdown_table(pair_head, pair_rows), ""]
     return "\n".join(parts)
 
 
+def result_stem(doc: dict[str, Any]) -> str:
+    """``<date>-<set>``: the name of a document's files (.json, .md, .html and the charts' .png)."""
+    return f"{dt.date.today().isoformat()}-{doc['set']}"
+
+
+def portable_command(argv: list[str]) -> str:
+    """``python -m benchmarks ARGS`` with this machine's paths taken out: the working directory's prefix is
+    dropped (paths become relative) and the home directory becomes ``~``."""
+    command = "python -m benchmarks " + shlex.join(argv)
+    cwd = str(Path.cwd()).rstrip("/") + "/"
+    home = str(Path.home()).rstrip("/") + "/"
+    command = command.replace(cwd, "")
+    return command.replace(home, "~/") if home != "/" else command
+
+
 def write_results(doc: dict[str, Any], directory: Path | None = None) -> tuple[Path, Path]:
     directory = directory or RESULTS_DIR
     directory.mkdir(parents=True, exist_ok=True)
-    stem = f"{dt.date.today().isoformat()}-{doc['set']}"
+    stem = result_stem(doc)
     json_path = directory / f"{stem}.json"
     md_path = directory / f"{stem}.md"
     json_path.write_text(json.dumps(doc, indent=2, default=str) + "\n")

@@ -28,6 +28,7 @@ from benchmarks.perf import (
 )
 from benchmarks.procstats import CpuMeter, open_files_limit, rss_bytes
 from benchmarks.rawclient import RawConnection, encode_publish, split_publish
+from benchmarks.series import Sampler
 from benchmarks.targets import Target
 
 _TS = struct.Struct(">Q")
@@ -150,6 +151,7 @@ async def run_rpc(
     responder = await RawConnection.connect(url, name="amqpd-bench-responder")
     outstanding = 0
     room = asyncio.Event()
+    sampler = Sampler(lambda: stats.consumed, broker_pid)
     try:
         rch = await requester.channel(1)
         await rch.queue_declare(req_q)
@@ -177,6 +179,8 @@ async def run_rpc(
 
         t_start = loop.time()
         stop_at = t_start + duration
+        sampler.origin = t_start
+        sampler.start()
         w0: tuple[float, int, int] | None = None
         cpu_b = CpuMeter(broker_pid) if broker_pid else None
         cpu_c = CpuMeter(os.getpid())
@@ -220,6 +224,7 @@ async def run_rpc(
         end = loop.time()
         w0 = w0 or (t_start, 0, 0)
         window_s = end - w0[0]
+        series = await sampler.stop()
         result: dict[str, Any] = {
             "label": label,
             "window_s": round(window_s, 3),
@@ -231,10 +236,14 @@ async def run_rpc(
             "broker_cpu_wait": cpu_b.waited if cpu_b else None,
             "client_cpu_wait": cpu_c.waited,
             "broker_rss_end": rss_bytes(broker_pid) if broker_pid else 0,
+            "series_rate": "replies",
+            "series_windows": [[round(w0[0] - t_start, 3), round(end - t_start, 3)]],
+            "series": series,
         }
         result.update(latency_summary(stats.latencies_ns[w0[2] :]))
         return result
     finally:
+        await sampler.stop()
         await responder.close()
         await requester.close()
         await undeclare(url, topo)
@@ -278,6 +287,9 @@ async def idle_connections(target: Target, t: Timing, client: str, progress: boo
     sem = asyncio.Semaphore(20)
     loop = asyncio.get_running_loop()
     t0 = loop.time()
+    # the series starts here, so the charts show the broker's memory growing while the connections open
+    opening = Sampler(None, target.pid, origin=t0)
+    opening.start()
 
     async def open_one() -> None:
         async with sem:
@@ -294,6 +306,7 @@ async def idle_connections(target: Target, t: Timing, client: str, progress: boo
         await asyncio.gather(*(open_one() for _ in range(n)))
         open_s = loop.time() - t0
         rss1 = await _settled_rss(target.pid, 1.0)
+        opening_series = await opening.stop()
         if progress:
             print(
                 f"{target.name}:idle opened {len(conns)}/{n} connections in {open_s:.1f} s", file=sys.stderr
@@ -306,9 +319,10 @@ async def idle_connections(target: Target, t: Timing, client: str, progress: boo
                     await c.close()
             del conns[-10:]
         load = _base(target, t, client, progress, "idle+load")
-        load = replace(load, rate=1000, latency=True, ack="multiple", prefetch=100, size=16)
+        load = replace(load, rate=1000, latency=True, ack="multiple", prefetch=100, size=16, series_origin=t0)
         res = await run_perf(load)
     finally:
+        await opening.stop()
         close_sem = asyncio.Semaphore(50)
 
         async def close_one(c: RawConnection) -> None:
@@ -334,6 +348,12 @@ async def idle_connections(target: Target, t: Timing, client: str, progress: boo
         "latency_p99_ms": res.get("latency_p99_ms", 0.0),
         "broker_cpu": res.get("broker_cpu"),
         "client_cpu": res.get("client_cpu"),
+        "latency_p95_ms": res.get("latency_p95_ms", 0.0),
+        "latency_p999_ms": res.get("latency_p999_ms", 0.0),
+        "latency_max_ms": res.get("latency_max_ms", 0.0),
+        "series_rate": "deliveries (once the connections are open)",
+        "series_windows": res.get("series_windows", []),
+        "series": opening_series + res.get("series", []),
     }
 
 
@@ -364,6 +384,8 @@ async def backlog(target: Target, t: Timing, client: str, progress: bool) -> dic
         label=f"{target.name}:backlog-fill",
     )
     topo: Topology = new_topology(fill)
+    origin = asyncio.get_running_loop().time()
+    fill = replace(fill, series_origin=origin)
     rss0 = 0
     try:
         conn = await RawConnection.connect(target.url, name="amqpd-bench-backlog")
@@ -389,6 +411,7 @@ async def backlog(target: Target, t: Timing, client: str, progress: bool) -> dic
             duration=budget,
             warmup=0.0,
             label=f"{target.name}:backlog-drain",
+            series_origin=origin,
         )
         d = await run_perf(drain, topo=topo, keep=True)
         rss2 = await _settled_rss(target.pid, 1.0)
@@ -408,6 +431,9 @@ async def backlog(target: Target, t: Timing, client: str, progress: bool) -> dic
         "broker_cpu": d.get("broker_cpu"),
         "client_cpu": d.get("client_cpu"),
         "broker_rss_end": rss2,
+        "series_rate": "confirms (fill), then deliveries (drain)",
+        "series_windows": f["series_windows"] + d["series_windows"],
+        "series": f["series"] + d["series"],
     }
 
 
