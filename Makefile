@@ -21,11 +21,13 @@ DEMO_ARGS  ?= --orders 8 --users 3 --timeout 60
 REFERENCE_CTL ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help run test lint test-reference require-amqp-url bench compat demo clean-venv
+.PHONY: help run test test-plugin-install lint test-reference require-amqp-url bench compat demo clean-venv
 
 help:
 	@echo "make run             start amqpd on port $(PORT) with data in $(DATA_DIR)"
 	@echo "make test            run the whole test suite (in-process broker, both event loops)"
+	@echo "make test-plugin-install  the pytest plugin end to end: fresh venv, pip install of this checkout, pytest on"
+	@echo "                     README's example (about a minute; needs a package index; make test skips it)"
 	@echo "make lint            ruff check + mypy --strict"
 	@echo "make test-reference  run the integration tests against AMQP_URL (e.g. a real RabbitMQ); with"
 	@echo "                     REFERENCE_CTL='rabbitmqctl -n NODE' it first loads tests/fixtures/access/definitions.json"
@@ -55,6 +57,10 @@ run: $(RUN_STAMP)
 
 test: $(DEV_STAMP)
 	$(PY) -m pytest
+
+# tests/test_testing_install.py skips itself unless AMQPD_TEST_PLUGIN_INSTALL=1.
+test-plugin-install: $(DEV_STAMP)
+	AMQPD_TEST_PLUGIN_INSTALL=1 $(PY) -m pytest tests/test_testing_install.py
 
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check .

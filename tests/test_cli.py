@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-import re
 import signal
 import socket
 import subprocess
@@ -20,7 +17,7 @@ from broker.server.healthcheck import check
 from broker.server.settings import ConfigError, check_url_for, env_name, flag_name, load_config, parse_invocation
 from tests.support.fake_broker import FakeBroker
 from tests.support.loops import LOOP_FACTORIES
-from tests.support.processes import REPO_ROOT, AmqpdProcess, free_port
+from tests.support.processes import AmqpdProcess, free_port
 
 # A value for every Config field that differs from its default, as the string a user would type.
 NON_DEFAULT = {
@@ -309,54 +306,6 @@ def test_port_in_use_exits_1_with_one_line() -> None:
         )
     assert done.returncode == 1, done.stderr
     assert f"amqpd: cannot start on 127.0.0.1:{port}:" in done.stderr
-
-
-# ------------------------------------------------------------------------------ the image's health check
-
-
-def dockerfile_env_and_healthcheck() -> tuple[dict[str, str], list[str]]:
-    """The image's AMQPD_* ENV values and its HEALTHCHECK command, read from docker/Dockerfile."""
-    text = (REPO_ROOT / "docker" / "Dockerfile").read_text().replace("\\\n", " ")
-    env = dict(re.findall(r"\b(AMQPD_\w+)=(\S+)", text))
-    command = re.search(r"^HEALTHCHECK .*?CMD (\[.*\])\s*$", text, re.MULTILINE)
-    assert command is not None, "docker/Dockerfile has no exec-form HEALTHCHECK CMD"
-    return env, json.loads(command.group(1))
-
-
-def test_dockerfile_healthcheck_passes_against_a_broker_configured_like_the_image(tmp_path: Path) -> None:
-    env, command = dockerfile_env_and_healthcheck()
-    assert env["AMQPD_DEFAULT_USER"] != "guest"  # guest may only log in over loopback
-    assert command[0] == "amqpd"
-    env["AMQPD_DATA_DIR"] = str(tmp_path)
-    with AmqpdProcess("--store", "memory://", env=env) as broker:
-        # What Docker runs inside the container, with the port this test's broker got.
-        probe = [sys.executable, "-m", "broker", *command[1:]]
-        done = subprocess.run(
-            probe,
-            env={**os.environ, **env, "AMQPD_PORT": str(broker.port)},
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-        assert done.returncode == 0, done.stderr
-        user, password = env["AMQPD_DEFAULT_USER"], env["AMQPD_DEFAULT_PASS"]
-        explicit = check(f"amqp://{user}:{password}@127.0.0.1:{broker.port}/")
-        assert explicit[0], explicit[1]
-        assert broker.signal(signal.SIGTERM) == 0
-
-
-def test_healthcheck_command_fails_when_nothing_listens() -> None:
-    env, command = dockerfile_env_and_healthcheck()
-    probe = [sys.executable, "-m", "broker", *command[1:]]
-    done = subprocess.run(
-        probe,
-        env={**os.environ, **env, "AMQPD_PORT": str(free_port())},
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert done.returncode == 1
-    assert "unhealthy" in done.stderr
 
 
 def test_a_flow_low_mark_not_below_the_high_mark_is_refused() -> None:

@@ -38,6 +38,17 @@ ALLOWED: dict[str, set[str]] = {
         "protocol",
         "storage",
     },
+    # The embedded broker and pytest plugin for applications' tests: a client of the server, on top of it all.
+    "broker.testing": {
+        "broker.server",
+        "broker.access",
+        "broker.model",
+        "broker.durability",
+        "broker.features",
+        "broker.session",
+        "protocol",
+        "storage",
+    },
 }
 PROJECT = ("protocol", "storage", "broker")
 

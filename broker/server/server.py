@@ -297,6 +297,9 @@ class Server:
             sys.version.split()[0],
             cfg.store or f"embedded:{cfg.data_dir}",
         )
+        # RabbitMQ's own line, word for word: what testcontainers' RabbitMQ modules (and scripts written for the
+        # rabbitmq image) wait for in the log before they connect. amqpd has no plugins, hence "0".
+        log.info("Server startup complete; 0 plugins started.")
 
     async def _listen(self, port: int, tls: ssl.SSLContext | None, flag: str) -> tuple[int, str]:
         """Listen on `port` (0: a free one) on the configured interface; the port and the addresses, for the log."""
