@@ -79,7 +79,7 @@ require-amqp-url:
 	fi
 
 bench: $(DEV_STAMP)
-	$(PY) -m benchmarks $(BENCH_ARGS)
+	$(PY) -m amqpd.benchmarks $(BENCH_ARGS)
 
 # aio-pika's and pika's own test suites against a fresh amqpd (see tests/compat/README.md); pika's part needs
 # PIKA_GIT_DIR. COMPAT_ARGS e.g. '--url amqp://guest:guest@127.0.0.1:5682/' or '--suite pika --results DIR'.

@@ -21,8 +21,8 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
-from benchmarks.perf import ACK_MODES, EXCHANGE_TYPES, PerfConfig, run_perf
-from benchmarks.report import (
+from amqpd.benchmarks.perf import ACK_MODES, EXCHANGE_TYPES, PerfConfig, run_perf
+from amqpd.benchmarks.report import (
     CONVENTION,
     baseline_rows,
     environment,
@@ -34,8 +34,8 @@ from benchmarks.report import (
     text_table,
     write_results,
 )
-from benchmarks.scenarios import SCENARIOS, Scenario, Timing
-from benchmarks.targets import Target, external_target, start_amqpd, stop_target
+from amqpd.benchmarks.scenarios import SCENARIOS, Scenario, Timing
+from amqpd.benchmarks.targets import Target, external_target, start_amqpd, stop_target
 
 
 def _run(coro: Coroutine[Any, Any, int]) -> int:
@@ -204,7 +204,7 @@ async def _scenarios(args: argparse.Namespace, names: list[str], set_name: str) 
         json_path, md_path = write_results(doc, Path(args.results_dir) if args.results_dir else None)
         print(f"results: {json_path} {md_path}", file=sys.stderr)
     if args.report:
-        from benchmarks.html_report import write_report
+        from amqpd.benchmarks.html_report import write_report
 
         print(f"report: {write_report(doc, Path(args.report), result_stem(doc))}", file=sys.stderr)
     if args.json:
@@ -270,7 +270,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from benchmarks.html_report import write_report
+    from amqpd.benchmarks.html_report import write_report
 
     source = Path(args.results)
     try:
@@ -291,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if getattr(args, "report", None) or args.cmd == "report":
         # before the benchmarks, so that a missing extra does not cost a whole suite's run
-        from benchmarks.html_report import ReportError, require_matplotlib
+        from amqpd.benchmarks.html_report import ReportError, require_matplotlib
 
         try:
             require_matplotlib()

@@ -13,8 +13,8 @@ import asyncio
 import contextlib
 import signal
 
-from broker.server.config import Config
-from broker.server.server import Server
+from amqpd.broker.server.config import Config
+from amqpd.broker.server.server import Server
 
 
 async def _serve(port: int) -> None:

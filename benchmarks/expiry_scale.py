@@ -13,9 +13,9 @@ from __future__ import annotations
 import argparse
 import time
 
-from broker.model.clock import ManualClock
-from broker.model.message import Message
-from broker.model.queue import Queue
+from amqpd.broker.model.clock import ManualClock
+from amqpd.broker.model.message import Message
+from amqpd.broker.model.queue import Queue
 
 HEADER = (60).to_bytes(2, "big") + b"\x00\x00" + (8).to_bytes(8, "big") + b"\x00\x00"  # no properties
 

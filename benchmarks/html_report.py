@@ -23,8 +23,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from benchmarks.report import baseline_rows, environment_items, table_rows
-from benchmarks.series import SAMPLE_INTERVAL
+from amqpd.benchmarks.report import baseline_rows, environment_items, table_rows
+from amqpd.benchmarks.series import SAMPLE_INTERVAL
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from benchmarks.procstats import CpuMeter, rss_bytes
-from benchmarks.rawclient import Channel, RawConnection, encode_publish, split_publish
-from benchmarks.series import Sampler
+from amqpd.benchmarks.procstats import CpuMeter, rss_bytes
+from amqpd.benchmarks.rawclient import Channel, RawConnection, encode_publish, split_publish
+from amqpd.benchmarks.series import Sampler
 
 EXCHANGE_TYPES = ("direct", "fanout", "topic", "default")
 ACK_MODES = ("auto", "manual", "multiple")

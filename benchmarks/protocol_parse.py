@@ -24,8 +24,8 @@ from pamqp.base import Frame
 from pamqp.body import ContentBody
 from pamqp.header import ContentHeader
 
-from protocol.connection import RUNNING, AMQPConnection
-from protocol.constants import PROTOCOL_HEADER
+from amqpd.protocol.connection import RUNNING, AMQPConnection
+from amqpd.protocol.constants import PROTOCOL_HEADER
 
 CLOCKS: dict[str, Callable[[], float]] = {"cpu": time.process_time, "wall": time.perf_counter}
 

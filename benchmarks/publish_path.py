@@ -28,11 +28,11 @@ from pamqp import frame as pamqp_frame
 from pamqp.body import ContentBody
 from pamqp.header import ContentHeader
 
-from broker.server.config import Config
-from broker.server.server import Server
-from broker.session.connection import BrokerConnection
-from protocol.connection import RUNNING
-from protocol.constants import PROTOCOL_HEADER
+from amqpd.broker.server.config import Config
+from amqpd.broker.server.server import Server
+from amqpd.broker.session.connection import BrokerConnection
+from amqpd.protocol.connection import RUNNING
+from amqpd.protocol.constants import PROTOCOL_HEADER
 
 QUEUE = "amqpd-bench-0a1b2c3d-q0"
 USERS = {

@@ -10,7 +10,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from benchmarks.procstats import machine_info
+from amqpd.benchmarks.procstats import machine_info
 
 CONVENTION = (
     "ratio > 1 means amqpd is better: amqpd/reference for rates, reference/amqpd for latencies and memory"

@@ -15,7 +15,7 @@ import random
 import time
 from collections.abc import Hashable
 
-from broker.model.exchange.topic import TopicExchange
+from amqpd.broker.model.exchange.topic import TopicExchange
 
 VOCAB = {
     "region": [f"r{i}" for i in range(8)],

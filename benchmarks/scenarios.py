@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from benchmarks.perf import (
+from amqpd.benchmarks.perf import (
     PerfConfig,
     Stats,
     Topology,
@@ -26,10 +26,10 @@ from benchmarks.perf import (
     run_perf,
     undeclare,
 )
-from benchmarks.procstats import CpuMeter, open_files_limit, rss_bytes
-from benchmarks.rawclient import RawConnection, encode_publish, split_publish
-from benchmarks.series import Sampler
-from benchmarks.targets import Target
+from amqpd.benchmarks.procstats import CpuMeter, open_files_limit, rss_bytes
+from amqpd.benchmarks.rawclient import RawConnection, encode_publish, split_publish
+from amqpd.benchmarks.series import Sampler
+from amqpd.benchmarks.targets import Target
 
 _TS = struct.Struct(">Q")
 

@@ -18,7 +18,7 @@ import contextlib
 from collections.abc import Callable
 from typing import Any
 
-from benchmarks.procstats import cpu_seconds, rss_bytes
+from amqpd.benchmarks.procstats import cpu_seconds, rss_bytes
 
 SAMPLE_INTERVAL = 0.5
 

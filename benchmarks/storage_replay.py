@@ -18,8 +18,8 @@ import sys
 import tempfile
 import time
 
-from storage import Batch, Enqueue, MessageRecord, QueueRecord, Remove
-from storage.embedded import EmbeddedStore
+from amqpd.storage import Batch, Enqueue, MessageRecord, QueueRecord, Remove
+from amqpd.storage.embedded import EmbeddedStore
 
 PROPS = b"\x10\x00\x02"  # delivery-mode = 2, as a persistent publish carries it
 
@@ -101,7 +101,7 @@ def main() -> None:
     try:
         results = asyncio.run(fill(data_dir, args.messages, args.body_size, args.batch_size))
         child = subprocess.run(
-            [sys.executable, "-m", "benchmarks.storage_replay", "--replay-only", "--dir", data_dir],
+            [sys.executable, "-m", "amqpd.benchmarks.storage_replay", "--replay-only", "--dir", data_dir],
             check=True,
             capture_output=True,
             text=True,

@@ -14,8 +14,8 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
-from benchmarks.procstats import beam_pid, listening_pid
-from benchmarks.rawclient import URL, RawConnection
+from amqpd.benchmarks.procstats import beam_pid, listening_pid
+from amqpd.benchmarks.rawclient import URL, RawConnection
 
 START_TIMEOUT = 20.0
 
@@ -49,7 +49,7 @@ def amqpd_command(port: int, override: str | None = None) -> list[str]:
     this package's stand-in runner."""
     if override:
         return [part.replace("{port}", str(port)) for part in shlex.split(override)]
-    if importlib.util.find_spec("broker.__main__") is not None:
+    if importlib.util.find_spec("amqpd.__main__") is not None:
         return [
             sys.executable,
             "-m",
@@ -61,7 +61,7 @@ def amqpd_command(port: int, override: str | None = None) -> list[str]:
             "--store",
             "memory://",
         ]
-    return [sys.executable, "-m", "benchmarks._serve", "--port", str(port)]
+    return [sys.executable, "-m", "amqpd.benchmarks._serve", "--port", str(port)]
 
 
 async def start_amqpd(command: str | None = None) -> Target:

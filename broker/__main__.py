@@ -1,5 +1,5 @@
 """`python -m broker` runs the amqpd command."""
 
-from broker.server.cli import main
+from amqpd.broker.server.cli import main
 
 raise SystemExit(main())

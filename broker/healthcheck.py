@@ -1,6 +1,6 @@
 """``python -m broker.healthcheck URL``: the health check's stable entry point (see broker/server/healthcheck.py)."""
 
-from broker.server.healthcheck import main
+from amqpd.broker.server.healthcheck import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -20,7 +20,7 @@ import aio_pika
 from topology import TOPOLOGY_FILE, declare_topology, describe_topology, load_topology
 
 # The only import of the broker in examples/: a renamed package is a change of this one line.
-from broker.server import Server, cli, config
+from amqpd.broker.server import Server, cli, config
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -25,8 +25,8 @@ from pamqp import commands, exceptions
 from pamqp import frame as pamqp_frame
 from pamqp.base import Frame
 
-from protocol import fastcodec
-from protocol.constants import (
+from amqpd.protocol import fastcodec
+from amqpd.protocol.constants import (
     BASIC_ACK_ID,
     BASIC_NACK_ID,
     BASIC_PUBLISH,
@@ -52,7 +52,7 @@ from protocol.constants import (
     PROTOCOL_HEADER,
     split_method_id,
 )
-from protocol.errors import (
+from amqpd.protocol.errors import (
     ACCESS_REFUSED,
     CHANNEL_ERROR,
     COMMAND_INVALID,
@@ -67,7 +67,7 @@ from protocol.errors import (
     ChannelError,
     ConnectionError_,
 )
-from protocol.framing import FRAME_PUBLISH, FrameReader, ProtocolHeaderMismatch, erlang_octets
+from amqpd.protocol.framing import FRAME_PUBLISH, FrameReader, ProtocolHeaderMismatch, erlang_octets
 
 log = logging.getLogger("amqpd.protocol")
 

@@ -29,7 +29,7 @@ from pamqp import commands
 from pamqp import encode as pamqp_encode
 from pamqp import header as pamqp_header
 
-from protocol.constants import (
+from amqpd.protocol.constants import (
     BASIC_ACK_ID,
     BASIC_DELIVER_ID,
     BASIC_GET_OK_ID,

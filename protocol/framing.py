@@ -10,7 +10,7 @@ from __future__ import annotations
 import struct
 from typing import Final, TypeAlias
 
-from protocol.constants import (
+from amqpd.protocol.constants import (
     BASIC_PUBLISH_ID,
     CONTENT_HEADER_MIN_SIZE,
     FRAME_BODY,
@@ -22,7 +22,7 @@ from protocol.constants import (
     FRAME_OVERHEAD,
     PROTOCOL_HEADER,
 )
-from protocol.errors import FRAME_ERROR, UNEXPECTED_FRAME, ConnectionError_
+from amqpd.protocol.errors import FRAME_ERROR, UNEXPECTED_FRAME, ConnectionError_
 
 _HEADER = struct.Struct(">BHI")
 _U32 = struct.Struct(">I")

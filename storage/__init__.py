@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from storage.base import (
+from amqpd.storage.base import (
     BROKER_WIDE,
     Batch,
     BindingDelete,
@@ -27,7 +27,7 @@ from storage.base import (
     VHostDelete,
     VHostRecord,
 )
-from storage.committer import GroupCommitter
+from amqpd.storage.committer import GroupCommitter
 
 
 def open_store(url: str, data_dir: str) -> Store:
@@ -39,16 +39,16 @@ def open_store(url: str, data_dir: str) -> Store:
     """
     scheme = urlsplit(url).scheme if url else "file"
     if scheme == "memory":
-        from storage.memory import MemoryStore
+        from amqpd.storage.memory import MemoryStore
 
         return MemoryStore()
     if scheme == "file":
-        from storage.embedded import EmbeddedStore
+        from amqpd.storage.embedded import EmbeddedStore
 
         path = urlsplit(url).path if url else ""
         return EmbeddedStore(path or data_dir)
     if scheme in ("postgresql", "postgres"):
-        from storage.postgres import PostgresStore
+        from amqpd.storage.postgres import PostgresStore
 
         return PostgresStore(url)
     raise StorageError(f"unsupported store URL scheme {scheme!r} (use memory://, file:// or postgresql://)")

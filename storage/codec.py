@@ -12,7 +12,7 @@ import datetime
 import decimal
 import struct
 
-from storage.base import (
+from amqpd.storage.base import (
     BindingDelete,
     BindingRecord,
     Definition,

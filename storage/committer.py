@@ -12,7 +12,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-from storage.base import (
+from amqpd.storage.base import (
     Batch,
     Definition,
     DeliveredMark,

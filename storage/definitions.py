@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import assert_never
 
-from storage.base import (
+from amqpd.storage.base import (
     BROKER_WIDE,
     BindingDelete,
     BindingRecord,
@@ -27,7 +27,7 @@ from storage.base import (
     VHostDelete,
     VHostRecord,
 )
-from storage.codec import encode_table
+from amqpd.storage.codec import encode_table
 
 # (vhost, source, destination, destination is an exchange, routing key, encoded arguments)
 BindingKey = tuple[str, str, str, bool, str, bytes]

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from storage.base import (
+from amqpd.storage.base import (
     Batch,
     Definition,
     MessageRecord,
@@ -34,10 +34,10 @@ from storage.base import (
     VHostDelete,
     net_batch,
 )
-from storage.codec import CodecError
-from storage.definitions import DefinitionsState
-from storage.logformat import KIND_BATCH, KIND_CHECKPOINT, Interner, LogEntry, decode_entry, encode_entry
-from storage.segments import (
+from amqpd.storage.codec import CodecError
+from amqpd.storage.definitions import DefinitionsState
+from amqpd.storage.logformat import KIND_BATCH, KIND_CHECKPOINT, Interner, LogEntry, decode_entry, encode_entry
+from amqpd.storage.segments import (
     SEGMENT_HEADER,
     SUFFIX,
     BadRegion,

@@ -32,8 +32,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
-from storage.base import Definition, MessageRecord
-from storage.codec import DEFINITION_VERSION, CodecError, Reader, decode_definition, encode_definition
+from amqpd.storage.base import Definition, MessageRecord
+from amqpd.storage.codec import DEFINITION_VERSION, CodecError, Reader, decode_definition, encode_definition
 
 KIND_BATCH = 1
 KIND_CHECKPOINT = 2

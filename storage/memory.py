@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from storage.base import Batch, Snapshot
+from amqpd.storage.base import Batch, Snapshot
 
 
 class MemoryStore:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from storage.base import (
+from amqpd.storage.base import (
     Batch,
     MessageRecord,
     QueueDelete,
@@ -35,8 +35,15 @@ from storage.base import (
     VHostDelete,
     net_batch,
 )
-from storage.codec import Reader, decode_definition, decode_table, encode_definition_bytes, encode_table, encode_value
-from storage.definitions import BindingKey, DefinitionsState, Touched
+from amqpd.storage.codec import (
+    Reader,
+    decode_definition,
+    decode_table,
+    encode_definition_bytes,
+    encode_table,
+    encode_value,
+)
+from amqpd.storage.definitions import BindingKey, DefinitionsState, Touched
 
 # 1: before vhosts; 2: a vhost column in every definition and enqueue row; 3: amqpd_settings (only added)
 SCHEMA_VERSION = 3

@@ -100,7 +100,7 @@ def amqpd_instance(
         # The runner fixture's name is pytest-asyncio's (1.x); without it the check is merely less strict.
         with contextlib.suppress(pytest.FixtureLookupError):
             request.getfixturevalue(f"_{ASYNC_TEST_LOOP_SCOPE}_scoped_runner")
-    from broker.server.config import Config
+    from amqpd.broker.server.config import Config
 
     settings: dict[str, Any] = {"host": "127.0.0.1", "port": 0, "store": "memory://", "heartbeat": 60}
     settings.update(amqpd_settings)

@@ -20,10 +20,10 @@ import pika
 import pika.exceptions
 import pytest
 
-from broker.access.passwords import SHA512, hash_password
-from broker.server.config import Config
-from broker.server.definitions import export_definitions
-from broker.server.server import Server
+from amqpd.broker.access.passwords import SHA512, hash_password
+from amqpd.broker.server.config import Config
+from amqpd.broker.server.definitions import export_definitions
+from amqpd.broker.server.server import Server
 from tests.conftest import external_url
 from tests.support.server_thread import ServerThread
 

@@ -201,7 +201,7 @@ def broker_on_all_interfaces(loop_kind: str) -> Iterator[tuple[ServerThread, str
     address = w.non_loopback_address()
     if address is None:
         pytest.skip("this machine has no non-loopback IPv4 address")
-    from broker.server.config import Config
+    from amqpd.broker.server.config import Config
 
     config = Config(host="", port=0, store="memory://", **w.AMQPD_SETTINGS)  # type: ignore[arg-type]
     thread = ServerThread(config, loop_kind).start()

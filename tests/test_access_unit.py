@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from broker.access.control import (
+from amqpd.broker.access.control import (
     PERMISSION,
     TOPIC_PERMISSION,
     USER,
@@ -16,8 +16,8 @@ from broker.access.control import (
     VHOST_LIMITS_NAME,
     AccessControl,
 )
-from broker.access.grants import CONFIGURE, EXCHANGE, QUEUE, READ, WRITE, Grants
-from broker.access.passwords import (
+from amqpd.broker.access.grants import CONFIGURE, EXCHANGE, QUEUE, READ, WRITE, Grants
+from amqpd.broker.access.passwords import (
     MD5,
     SHA256,
     SHA512,
@@ -26,10 +26,10 @@ from broker.access.passwords import (
     decode_hash,
     hash_password,
 )
-from broker.access.users import USER_LIMITS, VHOST_LIMITS, AccessConfigError, Permission, User, check_limits
-from broker.server.config import Config
-from broker.server.server import Server, parse_user_list
-from protocol.errors import ACCESS_REFUSED, ChannelError
+from amqpd.broker.access.users import USER_LIMITS, VHOST_LIMITS, AccessConfigError, Permission, User, check_limits
+from amqpd.broker.server.config import Config
+from amqpd.broker.server.server import Server, parse_user_list
+from amqpd.protocol.errors import ACCESS_REFUSED, ChannelError
 
 # ------------------------------------------------------------------------------ password hashes
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 import pytest
 
-from broker.model.arguments import (
+from amqpd.broker.model.arguments import (
     ExchangeShape,
     QueueShape,
     amqp_type_name,
@@ -24,7 +24,7 @@ from broker.model.arguments import (
     validate_expiration,
     validate_queue_arguments,
 )
-from protocol.errors import AMQPError
+from amqpd.protocol.errors import AMQPError
 
 Q = "invalid arg '{key}' for queue 'q' in vhost '/': "
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from benchmarks.__main__ import main
-from benchmarks.html_report import MISSING_MATPLOTLIB, write_report
-from benchmarks.report import CONVENTION, portable_command
+from amqpd.benchmarks.__main__ import main
+from amqpd.benchmarks.html_report import MISSING_MATPLOTLIB, write_report
+from amqpd.benchmarks.report import CONVENTION, portable_command
 
 RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

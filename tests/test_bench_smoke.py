@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from benchmarks.__main__ import main
+from amqpd.benchmarks.__main__ import main
 
 
 def test_quick_scenario_reports_json_with_positive_rates(

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from broker.server.cli import choose_loop, main
-from broker.server.config import PORT_OFF, Config
-from broker.server.healthcheck import check
-from broker.server.settings import ConfigError, check_url_for, env_name, flag_name, load_config, parse_invocation
+from amqpd.broker.server.cli import choose_loop, main
+from amqpd.broker.server.config import PORT_OFF, Config
+from amqpd.broker.server.healthcheck import check
+from amqpd.broker.server.settings import ConfigError, check_url_for, env_name, flag_name, load_config, parse_invocation
 from tests.support.fake_broker import FakeBroker
 from tests.support.loops import LOOP_FACTORIES
 from tests.support.processes import AmqpdProcess, free_port
@@ -218,7 +218,7 @@ def test_version_flag_prints_the_version(capsys: pytest.CaptureFixture[str]) -> 
 
 
 def test_python_dash_m_broker_help_lists_flags_and_environment() -> None:
-    argv = [sys.executable, "-m", "broker", "--help"]
+    argv = [sys.executable, "-m", "amqpd", "--help"]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
     assert "--data-dir" in done.stdout and "AMQPD_" in done.stdout
@@ -292,7 +292,7 @@ def test_port_in_use_exits_1_with_one_line() -> None:
             [
                 sys.executable,
                 "-m",
-                "broker",
+                "amqpd",
                 "--host",
                 "127.0.0.1",
                 "--port",
@@ -331,7 +331,7 @@ def test_loopback_users_in_toml_is_a_list_or_a_string(tmp_path: Path, toml: str,
 
 @pytest.mark.parametrize(("text", "names"), [("guest,admin", {"guest", "admin"}), ("", set()), ("none", set())])
 def test_loopback_users_from_flag_or_environment_reach_the_server(text: str, names: set[str]) -> None:
-    from broker.server.server import Server
+    from amqpd.broker.server.server import Server
 
     for config in (load_config(["--loopback-users", text], {}), load_config([], {"AMQPD_LOOPBACK_USERS": text})):
         assert Server(config).access.loopback_users == frozenset(names)
@@ -361,6 +361,6 @@ def test_a_negative_connection_limit_is_refused() -> None:
 
 
 def test_max_connections_becomes_the_servers_connection_limit() -> None:
-    from broker.server.server import Server
+    from amqpd.broker.server.server import Server
 
     assert Server(load_config(["--max-connections", "7"], {})).connection_limit == 7

@@ -31,7 +31,7 @@ import pytest
 from pamqp import body, commands, frame, header
 from pamqp.base import Frame
 
-from broker.session.connection import BrokerConnection
+from amqpd.broker.session.connection import BrokerConnection
 from tests.support.processes import AmqpdProcess
 from tests.support.raw_client import RawClient
 from tests.support.server_thread import ServerThread

@@ -818,7 +818,7 @@ def impatient_broker(loop_kind: str) -> Iterator[ServerThread]:
     """An in-process broker that gives a client 0.3 s to complete the handshake."""
     if EXTERNAL:
         pytest.skip("configures its own in-process amqpd (RabbitMQ's handshake timeout is a fixed 10 s)")
-    from broker.server.config import Config
+    from amqpd.broker.server.config import Config
 
     thread = ServerThread(
         Config(host="127.0.0.1", port=0, store="memory://", handshake_timeout=0.3), loop_kind

@@ -16,9 +16,9 @@ import pika
 import pytest
 from pamqp import commands
 
-from broker.server.config import Config
-from broker.server.server import Server
-from broker.session.connection import is_loopback_peer
+from amqpd.broker.server.config import Config
+from amqpd.broker.server.server import Server
+from amqpd.broker.session.connection import is_loopback_peer
 from tests.support.processes import AmqpdProcess
 from tests.support.raw_client import CLIENT_CAPABILITIES, PROTOCOL_HEADER, CloseInfo, RawClient
 from tests.support.server_thread import ServerThread

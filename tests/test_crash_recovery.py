@@ -31,7 +31,7 @@ POSTGRES_TABLES = "amqpd_definitions, amqpd_messages, amqpd_enqueues, amqpd_meta
 
 @asynccontextmanager
 async def broker(data_dir: Path, store: str = "") -> AsyncIterator[tuple[subprocess.Popen[bytes], str]]:
-    args = [sys.executable, "-m", "broker", "--host", "127.0.0.1", "--port", "0", "--data-dir", str(data_dir)]
+    args = [sys.executable, "-m", "amqpd", "--host", "127.0.0.1", "--port", "0", "--data-dir", str(data_dir)]
     if store:
         args += ["--store", store]
     proc = subprocess.Popen(args, cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)

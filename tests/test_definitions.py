@@ -15,13 +15,18 @@ from typing import Any
 import aio_pika
 import pytest
 
-from broker.access.passwords import MD5, SHA256, SHA512, hash_password
-from broker.model.exchange import Exchange
-from broker.model.queue import Queue
-from broker.server import cli
-from broker.server.config import Config
-from broker.server.definitions import DefinitionsError, export_definitions, import_definitions, load_definitions_file
-from broker.server.server import Server
+from amqpd.broker.access.passwords import MD5, SHA256, SHA512, hash_password
+from amqpd.broker.model.exchange import Exchange
+from amqpd.broker.model.queue import Queue
+from amqpd.broker.server import cli
+from amqpd.broker.server.config import Config
+from amqpd.broker.server.definitions import (
+    DefinitionsError,
+    export_definitions,
+    import_definitions,
+    load_definitions_file,
+)
+from amqpd.broker.server.server import Server
 from tests.support.amqp import uniq
 from tests.support.processes import REPO_ROOT
 from tests.support.server_thread import ServerThread
@@ -417,7 +422,7 @@ def test_the_amqpd_command_exits_2_with_one_line_for_a_bad_definitions_file(
 
 def test_python_dash_m_broker_exits_2_for_a_bad_definitions_file(tmp_path: Path) -> None:
     path, _ = bad_documents(tmp_path)["unknown-vhost"]
-    argv = [sys.executable, "-m", "broker", "--host", "127.0.0.1", "--port", "0", "--store", "memory://"]
+    argv = [sys.executable, "-m", "amqpd", "--host", "127.0.0.1", "--port", "0", "--store", "memory://"]
     done = subprocess.run([*argv, "--definitions", path], cwd=REPO_ROOT, capture_output=True, text=True, timeout=30)
     assert done.returncode == 2, done.stderr
     assert f"amqpd: definitions file {path!r}: permission of user 'alice': vhost 'nope' does not exist" in done.stderr

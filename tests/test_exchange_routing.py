@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from broker.model.exchange import (
+from amqpd.broker.model.exchange import (
     EXCHANGE_TYPES,
     DirectExchange,
     Exchange,
@@ -16,7 +16,7 @@ from broker.model.exchange import (
     HeadersExchange,
     TopicExchange,
 )
-from protocol.errors import PRECONDITION_FAILED, ChannelError
+from amqpd.protocol.errors import PRECONDITION_FAILED, ChannelError
 
 
 def route(ex: Exchange, key: str = "", headers: Mapping[str, object] | None = None) -> set[Hashable]:

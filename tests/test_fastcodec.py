@@ -25,8 +25,8 @@ from pamqp import header as pamqp_header
 from pamqp import heartbeat as pamqp_heartbeat
 from pamqp.base import Frame
 
-from protocol import constants as c
-from protocol import fastcodec as fc
+from amqpd.protocol import constants as c
+from amqpd.protocol import fastcodec as fc
 
 # deadline=None: the machine is shared and slow examples are not failures here.
 FAST = settings(max_examples=150, deadline=None)

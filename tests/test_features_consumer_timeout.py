@@ -19,9 +19,9 @@ from aio_pika.abc import AbstractIncomingMessage
 from pamqp import body, commands, header, heartbeat
 from pamqp.common import FieldTable
 
-from broker.server.config import Config
-from broker.server.settings import ConfigError, load_config
-from broker.session.consumer_timeout import DeliveryAges, timeout_text
+from amqpd.broker.server.config import Config
+from amqpd.broker.server.settings import ConfigError, load_config
+from amqpd.broker.session.consumer_timeout import DeliveryAges, timeout_text
 from tests.support.raw_client import AnyFrame, RawClient
 from tests.support.server_thread import ServerThread
 from tests.support.waiting import wait_for, wait_until

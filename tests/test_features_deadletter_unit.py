@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from broker.features.deadletter import dead_letter, is_cycle, make_dead_letter
-from broker.model.exchange import DirectExchange, Exchange
-from broker.model.message import Message
-from broker.model.queue import Queue
+from amqpd.broker.features.deadletter import dead_letter, is_cycle, make_dead_letter
+from amqpd.broker.model.exchange import DirectExchange, Exchange
+from amqpd.broker.model.message import Message
+from amqpd.broker.model.queue import Queue
 from tests.support.model_fakes import make_queue, message, ready_bodies
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pika
 import pytest
 
-from broker.server.config import Config
+from amqpd.broker.server.config import Config
 from tests.conftest import external_url
 from tests.support.amqp import uniq
 from tests.support.server_thread import ServerThread

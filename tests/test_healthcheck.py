@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import pytest
 from pamqp import commands
 
-from broker.server.healthcheck import check, main, parse_url
+from amqpd.broker.server.healthcheck import check, main, parse_url
 from tests.support.fake_broker import FakeBroker
 from tests.support.processes import free_port
 from tests.support.waiting import wait_until
@@ -134,7 +134,10 @@ def test_module_main_exits_0_when_healthy_and_1_otherwise(
 
 def test_python_dash_m_broker_healthcheck_runs(fake: FakeBroker) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "broker.server.healthcheck", fake.url()], capture_output=True, text=True, timeout=30
+        [sys.executable, "-m", "amqpd.broker.server.healthcheck", fake.url()],
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("healthy: FakeBroker")

@@ -74,11 +74,35 @@ def imports_of(path: Path) -> list[str]:
             out += [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             out.append(node.module)
-    return [name for name in out if name.split(".")[0] in PROJECT]
+    # The project is imported under its one installed name, amqpd (amqpd.broker.model -> layer broker.model).
+    return [name.removeprefix("amqpd.") for name in out if name.startswith("amqpd.")]
+
+
+def bare_imports_of(path: Path) -> list[str]:
+    out: list[str] = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.append(node.module)
+    return [name for name in out if name.split(".")[0] in (*PROJECT, "benchmarks")]
 
 
 def project_files() -> list[Path]:
     return sorted(p for top in PROJECT for p in (ROOT / top).rglob("*.py"))
+
+
+def test_the_project_is_imported_only_as_amqpd() -> None:
+    # From a checkout the top-level folders are importable under their bare names too; importing one that way
+    # would load a second copy of its modules (and their globals) beside the amqpd.* one.
+    tops = (*PROJECT, "benchmarks", "tests", "examples")
+    offenders = {
+        str(p.relative_to(ROOT)): bare
+        for top in tops
+        for p in (ROOT / top).rglob("*.py")
+        if (bare := bare_imports_of(p))
+    }
+    assert offenders == {}
 
 
 def test_every_module_of_the_broker_lives_in_a_layer() -> None:

@@ -9,7 +9,7 @@ import uuid
 import pytest
 from pamqp import body, commands, header
 
-from broker.session.connection import WRITE_HIGH_WATER
+from amqpd.broker.session.connection import WRITE_HIGH_WATER
 from tests.support.server_thread import ServerThread
 from tests.support.waiting import wait_until
 from tests.test_messaging_consume import Client, consume, declare, read_delivery

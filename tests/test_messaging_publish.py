@@ -10,7 +10,7 @@ import aio_pika
 import pytest
 from pamqp import body, commands, header
 
-from broker.server.config import Config
+from amqpd.broker.server.config import Config
 from tests.support.amqp import uniq
 from tests.support.raw_client import AnyFrame, CloseInfo, RawClient
 from tests.support.server_thread import ServerThread

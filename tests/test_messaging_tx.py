@@ -11,7 +11,7 @@ import pika
 import pytest
 from pamqp import commands
 
-from broker.server.config import Config
+from amqpd.broker.server.config import Config
 from tests.support.amqp import uniq
 from tests.support.raw_client import CloseInfo
 from tests.support.server_thread import ServerThread

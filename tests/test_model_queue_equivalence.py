@@ -16,7 +16,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from broker.model.queue import Entry
+from amqpd.broker.model.queue import Entry
 from tests.support.model_fakes import Delivery, FakeConsumer, assert_bytes_consistent, make_queue, message
 
 NEVER_FIRES: dict[str, Any] = {

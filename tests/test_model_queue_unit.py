@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from broker.model.queue import Queue
-from broker.model.vhost import VHost
-from protocol.errors import AMQPError
+from amqpd.broker.model.queue import Queue
+from amqpd.broker.model.vhost import VHost
+from amqpd.protocol.errors import AMQPError
 from tests.support.model_fakes import (
     FakeConsumer,
     FakeSession,

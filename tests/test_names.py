@@ -6,14 +6,14 @@ import re
 
 import pytest
 
-from broker.model.names import (
+from amqpd.broker.model.names import (
     check_not_default_exchange,
     check_reserved_prefix,
     generate_queue_name,
     normalize_name,
     validate_name,
 )
-from protocol.errors import AMQPError
+from amqpd.protocol.errors import AMQPError
 
 
 @pytest.mark.parametrize(

@@ -11,10 +11,10 @@ from pamqp.base import Frame
 from pamqp.body import ContentBody
 from pamqp.header import ContentHeader
 
-from protocol.connection import CLOSED, CLOSING, RUNNING, WITH_EXTERNAL, AMQPConnection
-from protocol.constants import PROTOCOL_HEADER
-from protocol.errors import ChannelError
-from protocol.framing import FRAME_PUBLISH, FrameReader, ProtocolHeaderMismatch
+from amqpd.protocol.connection import CLOSED, CLOSING, RUNNING, WITH_EXTERNAL, AMQPConnection
+from amqpd.protocol.constants import PROTOCOL_HEADER
+from amqpd.protocol.errors import ChannelError
+from amqpd.protocol.framing import FRAME_PUBLISH, FrameReader, ProtocolHeaderMismatch
 
 
 class Recorder:

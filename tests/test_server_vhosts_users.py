@@ -22,7 +22,7 @@ import pytest
 from aiormq.exceptions import ChannelPreconditionFailed
 from pamqp import commands
 
-from broker.server.server import FD_RESERVE, UNLIMITED_FDS, Server, raise_fd_limit
+from amqpd.broker.server.server import FD_RESERVE, UNLIMITED_FDS, Server, raise_fd_limit
 from tests.support.amqp import uniq
 from tests.support.raw_client import CLIENT_CAPABILITIES, PROTOCOL_HEADER, CloseInfo, RawClient
 from tests.support.server_thread import ServerThread

@@ -11,13 +11,13 @@ import pytest
 from pamqp import body, commands, header
 from pamqp import frame as pamqp_frame
 
-from broker.access.control import AccessControl
-from broker.model.queue import Queue
-from broker.model.vhost import VHost
-from broker.server.config import Config
-from broker.session.channel import Channel
-from protocol import fastcodec
-from protocol.errors import ChannelError
+from amqpd.broker.access.control import AccessControl
+from amqpd.broker.model.queue import Queue
+from amqpd.broker.model.vhost import VHost
+from amqpd.broker.server.config import Config
+from amqpd.broker.session.channel import Channel
+from amqpd.protocol import fastcodec
+from amqpd.protocol.errors import ChannelError
 
 T = TypeVar("T")
 FRAME_HEADER = struct.Struct(">BHI")

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from broker.model.message import Message
-from broker.model.queue import Entry, Queue
-from broker.session.confirms import Confirms
-from broker.session.flow import STORE_BEHIND, FlowControl
-from broker.session.unacked import Unacked
-from protocol.errors import PRECONDITION_FAILED, ChannelError
+from amqpd.broker.model.message import Message
+from amqpd.broker.model.queue import Entry, Queue
+from amqpd.broker.session.confirms import Confirms
+from amqpd.broker.session.flow import STORE_BEHIND, FlowControl
+from amqpd.broker.session.unacked import Unacked
+from amqpd.protocol.errors import PRECONDITION_FAILED, ChannelError
 
 
 def flushed(confirms: Confirms) -> list[tuple[str, int, bool]]:

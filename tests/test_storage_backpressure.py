@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from pamqp import commands
 
-from broker.server.config import Config
+from amqpd.broker.server.config import Config
 from tests.support.raw_client import RawClient
 from tests.support.server_thread import ServerThread
 from tests.support.waiting import wait_until

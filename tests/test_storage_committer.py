@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from storage import (
+from amqpd.storage import (
     Batch,
     GroupCommitter,
     MessageRecord,

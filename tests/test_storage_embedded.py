@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-import storage.embedded
-from storage import (
+import amqpd.storage.embedded
+from amqpd.storage import (
     Batch,
     BindingRecord,
     DeliveredMark,
@@ -29,12 +29,12 @@ from storage import (
     VHostRecord,
     open_store,
 )
-from storage.base import FieldTable, net_batch
-from storage.codec import CodecError, Reader, decode_definition, encode_definition_bytes
-from storage.embedded import EmbeddedStore
-from storage.logformat import Interner, decode_entry, encode_entry
-from storage.memory import MemoryStore
-from storage.segments import GoodRecord, read_segment_header, scan
+from amqpd.storage.base import FieldTable, net_batch
+from amqpd.storage.codec import CodecError, Reader, decode_definition, encode_definition_bytes
+from amqpd.storage.embedded import EmbeddedStore
+from amqpd.storage.logformat import Interner, decode_entry, encode_entry
+from amqpd.storage.memory import MemoryStore
+from amqpd.storage.segments import GoodRecord, read_segment_header, scan
 
 PROPS = b"\x10\x00\x02"  # property flags with delivery-mode set, delivery-mode = 2
 
@@ -217,13 +217,13 @@ async def test_each_batch_costs_exactly_one_fsync(tmp_path: Path, monkeypatch: p
     await store.open()
     await store.commit(declare("a", "b"))
     calls: list[int] = []
-    real = storage.embedded._fsync
+    real = amqpd.storage.embedded._fsync
 
     def counting_fsync(fd: int) -> None:
         calls.append(fd)
         real(fd)
 
-    monkeypatch.setattr(storage.embedded, "_fsync", counting_fsync)
+    monkeypatch.setattr(amqpd.storage.embedded, "_fsync", counting_fsync)
     batch = Batch(
         messages=[msg(i) for i in range(1, 500)],
         enqueues=[Enqueue("/", q, i) for i in range(1, 500) for q in ("a", "b")],
@@ -332,7 +332,7 @@ async def test_fanned_out_message_outlives_its_ack_in_one_queue_through_compacti
 
 
 async def test_group_committer_over_the_embedded_store_end_to_end(tmp_path: Path) -> None:
-    from storage import GroupCommitter
+    from amqpd.storage import GroupCommitter
 
     store = EmbeddedStore(str(tmp_path))
     await store.open()

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from storage import (
+from amqpd.storage import (
     Batch,
     DeliveredMark,
     Enqueue,
@@ -35,7 +35,7 @@ from storage import (
     VHostDelete,
     VHostRecord,
 )
-from storage.embedded import EmbeddedStore
+from amqpd.storage.embedded import EmbeddedStore
 
 VHOSTS = ("/", "x", "y")
 QUEUES = tuple((vhost, name) for vhost in VHOSTS for name in ("a", "b"))

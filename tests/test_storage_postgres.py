@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from storage import (
+from amqpd.storage import (
     Batch,
     BindingDelete,
     BindingRecord,
@@ -28,9 +28,9 @@ from storage import (
     VHostRecord,
     open_store,
 )
-from storage.base import FieldTable
-from storage.codec import encode_table
-from storage.postgres import PostgresStore
+from amqpd.storage.base import FieldTable
+from amqpd.storage.codec import encode_table
+from amqpd.storage.postgres import PostgresStore
 
 URL = os.environ.get("AMQPD_TEST_POSTGRES_URL", "")
 TABLES = "amqpd_definitions, amqpd_messages, amqpd_enqueues, amqpd_meta, amqpd_settings"

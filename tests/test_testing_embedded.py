@@ -1,4 +1,4 @@
-"""broker.testing's embedded API: `EmbeddedBroker` on the running loop, `BrokerThread` on its own; both answer
+"""amqpd.broker.testing's embedded API: `EmbeddedBroker` on the running loop, `BrokerThread` on its own; both answer
 questions about queues from any thread."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import aio_pika
 import pika
 import pytest
 
-from broker.testing import BrokerThread, EmbeddedBroker, QueueInfo
-from broker.testing.embedded import broker_config
+from amqpd.broker.testing import BrokerThread, EmbeddedBroker, QueueInfo
+from amqpd.broker.testing.embedded import broker_config
 
 
 def publish_with_pika(url: str, queue: str, count: int = 1, *, durable: bool = False) -> None:

@@ -22,7 +22,7 @@ from tests.support.processes import REPO_ROOT
 
 ENV_SWITCH = "AMQPD_TEST_PLUGIN_INSTALL"
 # What `pip install <checkout>` needs: the build's inputs, without the checkout's virtualenv, caches and tests.
-SOURCES = ("pyproject.toml", "README.md", "broker", "protocol", "storage", "benchmarks")
+SOURCES = ("pyproject.toml", "README.md", "amqpd", "broker", "protocol", "storage", "benchmarks")
 CLIENTS = ("pytest", "pytest-asyncio", "aio-pika", "pika")
 
 needs_install = pytest.mark.skipif(
@@ -74,7 +74,12 @@ def test_pip_install_gives_an_application_suite_a_broker(tmp_path: Path) -> None
     for name in SOURCES:
         path = REPO_ROOT / name
         if path.is_dir():
-            shutil.copytree(path, source / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "results"))
+            shutil.copytree(
+                path,
+                source / name,
+                symlinks=True,  # amqpd/'s links to the other folders stay links, as in a git checkout
+                ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "results"),
+            )
         else:
             shutil.copy2(path, source / name)
 
@@ -95,5 +100,18 @@ def test_pip_install_gives_an_application_suite_a_broker(tmp_path: Path) -> None
     assert "test_app.py::test_an_order_is_queued PASSED" in done.stdout
     assert "test_app.py::test_orders_are_taken_in_order PASSED" in done.stdout
     # The installed amqpd served them, not this checkout.
-    where = run([str(python), "-c", "import broker.testing; print(broker.testing.__file__)"], project, 60)
+    where = run([str(python), "-c", "import amqpd.broker.testing as t; print(t.__file__)"], project, 60)
     assert str(venv) in where.stdout
+    # One import name: an application's own package called `storage` (or broker, protocol, benchmarks) is
+    # neither shadowed by amqpd nor shadows it.
+    (project / "storage").mkdir()
+    (project / "storage" / "__init__.py").write_text('OWNER = "the application"\n')
+    probe = (
+        "import importlib.util, storage, amqpd.storage\n"
+        "assert storage.OWNER == 'the application', storage.__file__\n"
+        "assert amqpd.storage.Store is not None\n"
+        "assert [n for n in ('broker', 'protocol', 'benchmarks') if importlib.util.find_spec(n)] == []\n"
+        "print('both imported')\n"
+    )
+    both = run([str(python), "-c", probe], project, 60)
+    assert "both imported" in both.stdout

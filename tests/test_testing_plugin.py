@@ -15,10 +15,10 @@ import aio_pika  # noqa: F401
 import pika  # noqa: F401
 import pytest
 
-import broker.server.cli
-import broker.server.server
-import broker.testing.embedded
-import broker.testing.plugin  # noqa: F401
+import amqpd.broker.server.cli
+import amqpd.broker.server.server
+import amqpd.broker.testing.embedded
+import amqpd.broker.testing.plugin  # noqa: F401
 
 pytest_plugins = ["pytester"]
 
@@ -44,17 +44,18 @@ def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
 
 def test_installing_amqpd_registers_the_plugin() -> None:
     (plugin,) = [ep for ep in entry_points(group="pytest11") if ep.name == "amqpd"]
-    assert plugin.value == "broker.testing.plugin"
+    assert plugin.value == "amqpd.broker.testing.plugin"
 
 
 def test_loading_the_plugin_imports_no_broker_code() -> None:
     # pytest loads it in every project where amqpd is installed: a suite without broker tests must not pay.
     code = (
-        "import sys, broker.testing.plugin; "
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in {'broker', 'storage', 'protocol', 'pamqp'}))"
+        "import sys, amqpd.broker.testing.plugin; "
+        "tops = {'amqpd', 'broker', 'storage', 'protocol', 'pamqp'}; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in tops))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True)
-    assert done.stdout.strip() == "['broker', 'broker.testing', 'broker.testing.plugin']"
+    assert done.stdout.strip() == "['amqpd', 'amqpd.broker', 'amqpd.broker.testing', 'amqpd.broker.testing.plugin']"
 
 
 def test_the_options_are_listed_in_help(pytester: pytest.Pytester) -> None:
@@ -301,9 +302,9 @@ LEAKY_SUITE = """
 
     import pika
 
-    import broker.testing.plugin
+    import amqpd.broker.testing.plugin
 
-    broker.testing.plugin.LEAK_DEADLINE = 0.2  # not the default 5 s: nothing will close it
+    amqpd.broker.testing.plugin.LEAK_DEADLINE = 0.2  # not the default 5 s: nothing will close it
     left_open = []
 
 

@@ -30,11 +30,11 @@ import pytest
 from aiormq.exceptions import AMQPConnectionError, ProbableAuthenticationError
 from pamqp import body, commands, frame, header
 
-from broker.server.config import PORT_OFF, Config
-from broker.server.healthcheck import check
-from broker.server.settings import ConfigError, load_config
-from broker.server.tls import TLSSettingsError, server_context
-from broker.session.peer_cert import distinguished_name, username_from_cert
+from amqpd.broker.server.config import PORT_OFF, Config
+from amqpd.broker.server.healthcheck import check
+from amqpd.broker.server.settings import ConfigError, load_config
+from amqpd.broker.server.tls import TLSSettingsError, server_context
+from amqpd.broker.session.peer_cert import distinguished_name, username_from_cert
 from tests.support.processes import AmqpdProcess
 from tests.support.raw_client import RawClient
 from tests.support.server_thread import ServerThread
@@ -419,7 +419,7 @@ def test_port_off_starts_a_tls_only_broker_that_its_own_health_check_finds(pki: 
         line = next(line for line in broker.lines if "listening on" in line)
         assert f"listening on 127.0.0.1:{broker.port} (amqps) (loop" in line  # the one port is the TLS one
         # `amqpd --check` with the broker's own settings finds the TLS listener (without verifying it).
-        probe = [sys.executable, "-m", "broker", "--check", "--host", "127.0.0.1", "--port", "off", *tls_args]
+        probe = [sys.executable, "-m", "amqpd", "--check", "--host", "127.0.0.1", "--port", "off", *tls_args]
         probe[probe.index("--tls-port") + 1] = str(broker.port)
         done = subprocess.run(probe, capture_output=True, text=True, timeout=30)
         assert done.returncode == 0, done.stderr
@@ -432,7 +432,7 @@ def test_a_tls_port_in_use_exits_1_naming_the_tls_port(pki: Pki) -> None:
         port = taken.getsockname()[1]
         argv = ["--host", "127.0.0.1", "--port", "0", "--store", "memory://", "--tls-port", str(port)]
         done = subprocess.run(
-            [sys.executable, "-m", "broker", *argv, "--tls-cert", str(pki.server_combined)],
+            [sys.executable, "-m", "amqpd", *argv, "--tls-cert", str(pki.server_combined)],
             capture_output=True,
             text=True,
             timeout=30,
@@ -603,7 +603,7 @@ def test_an_encrypted_key_is_refused_rather_than_prompted_for(pki: Pki, tmp_path
 def test_a_bad_certificate_file_makes_amqpd_exit_2_with_one_line(tmp_path: Path) -> None:
     missing = tmp_path / "missing.pem"
     done = subprocess.run(
-        [sys.executable, "-m", "broker", "--port", "0", "--store", "memory://", "--tls-cert", str(missing)],
+        [sys.executable, "-m", "amqpd", "--port", "0", "--store", "memory://", "--tls-cert", str(missing)],
         capture_output=True,
         text=True,
         timeout=30,

@@ -9,7 +9,7 @@ from collections.abc import Hashable
 from hypothesis import given
 from hypothesis import strategies as st
 
-from broker.model.exchange.topic import TopicTrie
+from amqpd.broker.model.exchange.topic import TopicTrie
 
 # Few distinct words so that random patterns and keys actually meet; "" exercises empty words, and key words
 # "*" / "#" check that a key's own wildcard characters are just words.

@@ -12,8 +12,8 @@ import weakref
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-from broker.access.passwords import DEFAULT_ALGORITHM, check_password, hash_password
-from broker.access.users import (
+from amqpd.broker.access.passwords import DEFAULT_ALGORITHM, check_password, hash_password
+from amqpd.broker.access.users import (
     VHOST_LIMITS,
     AccessConfigError,
     Permission,

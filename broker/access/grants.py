@@ -11,9 +11,9 @@ from __future__ import annotations
 import re
 from typing import Final
 
-from broker.access.control import AccessControl
-from broker.access.users import Permission, User, compile_permission
-from protocol.errors import ACCESS_REFUSED, ChannelError
+from amqpd.broker.access.control import AccessControl
+from amqpd.broker.access.users import Permission, User, compile_permission
+from amqpd.protocol.errors import ACCESS_REFUSED, ChannelError
 
 CONFIGURE: Final = 0
 WRITE: Final = 1

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Final
 
-from broker.access.passwords import DEFAULT_ALGORITHM, check_algorithm, decode_hash
+from amqpd.broker.access.passwords import DEFAULT_ALGORITHM, check_algorithm, decode_hash
 
 # Tags RabbitMQ's management plugin gives meaning to; any other tag is kept and shown, as RabbitMQ does.
 ADMINISTRATOR: Final = "administrator"

@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, cast
 
-from broker.model.exchange import Exchange
-from broker.model.queue import Queue
-from storage import (
+from amqpd.broker.model.exchange import Exchange
+from amqpd.broker.model.queue import Queue
+from amqpd.storage import (
     BindingDelete,
     BindingRecord,
     ExchangeDelete,
@@ -20,7 +20,7 @@ from storage import (
     QueueDelete,
     QueueRecord,
 )
-from storage.base import FieldTable
+from amqpd.storage.base import FieldTable
 
 
 def field_table(arguments: Mapping[str, object]) -> FieldTable:

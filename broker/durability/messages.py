@@ -6,9 +6,9 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
-from broker.model.message import Message
-from broker.model.queue import Queue
-from storage import GroupCommitter, MessageRecord
+from amqpd.broker.model.message import Message
+from amqpd.broker.model.queue import Queue
+from amqpd.storage import GroupCommitter, MessageRecord
 
 
 def store_message(committer: GroupCommitter, msg: Message, queues: Iterable[Queue], msg_id: int) -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from broker.model.message import Message
-from broker.model.queue import Entry
-from broker.model.vhost import VHost
-from storage import Snapshot
+from amqpd.broker.model.message import Message
+from amqpd.broker.model.queue import Entry
+from amqpd.broker.model.vhost import VHost
+from amqpd.storage import Snapshot
 
 log = logging.getLogger("amqpd.recovery")
 

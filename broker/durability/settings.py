@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from storage import GroupCommitter, SettingDelete, SettingRecord
-from storage.base import FieldTable
+from amqpd.storage import GroupCommitter, SettingDelete, SettingRecord
+from amqpd.storage.base import FieldTable
 
 
 class StoreSettingsJournal:

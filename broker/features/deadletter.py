@@ -14,12 +14,12 @@ import datetime
 import time
 from typing import TYPE_CHECKING, Any
 
-from broker.durability.messages import store_message
-from broker.model.message import Message, copy_properties, header_routes
+from amqpd.broker.durability.messages import store_message
+from amqpd.broker.model.message import Message, copy_properties, header_routes
 
 if TYPE_CHECKING:
-    from broker.model.queue import Queue
-    from broker.model.routing import Router
+    from amqpd.broker.model.queue import Queue
+    from amqpd.broker.model.routing import Router
 
 def _sorted_table(table: dict[str, Any]) -> dict[str, Any]:
     return {k: table[k] for k in sorted(table, key=lambda k: k.encode("utf-8", "surrogateescape"))}

@@ -7,16 +7,16 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import TYPE_CHECKING
 
-from broker.features import reply_to
-from broker.features.sender_routes import may_have_sender_routes, route_with_sender_keys
-from protocol import fastcodec
+from amqpd.broker.features import reply_to
+from amqpd.broker.features.sender_routes import may_have_sender_routes, route_with_sender_keys
+from amqpd.protocol import fastcodec
 
 if TYPE_CHECKING:
-    from broker.features.reply_to import ReplySubscriber
-    from broker.model.exchange import Exchange
-    from broker.model.message import Message
-    from broker.model.queue import Queue
-    from broker.model.routing import Router
+    from amqpd.broker.features.reply_to import ReplySubscriber
+    from amqpd.broker.model.exchange import Exchange
+    from amqpd.broker.model.message import Message
+    from amqpd.broker.model.queue import Queue
+    from amqpd.broker.model.routing import Router
 
 EXTRA_FLAGS = fastcodec.HAS_HEADERS | fastcodec.HAS_EXPIRATION | fastcodec.HAS_REPLY_TO
 

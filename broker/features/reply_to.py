@@ -14,13 +14,13 @@ import os
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Protocol
 
-from broker.model.message import copy_properties
-from broker.model.queue import Queue
-from protocol.errors import PRECONDITION_FAILED, ChannelError
+from amqpd.broker.model.message import copy_properties
+from amqpd.broker.model.queue import Queue
+from amqpd.protocol.errors import PRECONDITION_FAILED, ChannelError
 
 if TYPE_CHECKING:
-    from broker.model.message import Message
-    from broker.model.routing import Router
+    from amqpd.broker.model.message import Message
+    from amqpd.broker.model.routing import Router
 
 REPLY_TO = "amq.rabbitmq.reply-to"
 REPLY_PREFIX = REPLY_TO + "."

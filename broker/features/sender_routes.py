@@ -6,15 +6,15 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
-from broker.model.arguments import amqp_type_name
-from broker.model.message import copy_properties
-from protocol.errors import PRECONDITION_FAILED, ChannelError
+from amqpd.broker.model.arguments import amqp_type_name
+from amqpd.broker.model.message import copy_properties
+from amqpd.protocol.errors import PRECONDITION_FAILED, ChannelError
 
 if TYPE_CHECKING:
-    from broker.model.exchange import Exchange
-    from broker.model.message import Message
-    from broker.model.queue import Queue
-    from broker.model.routing import Router
+    from amqpd.broker.model.exchange import Exchange
+    from amqpd.broker.model.message import Message
+    from amqpd.broker.model.queue import Queue
+    from amqpd.broker.model.routing import Router
 
 # The key names as they appear in an encoded field table (shortstr length, then the name).
 _CC_KEY = b"\x02CC"

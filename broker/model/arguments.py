@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Final, TypeGuard
 
-from protocol.errors import PRECONDITION_FAILED, RESOURCE_LOCKED, AMQPError, ChannelError
+from amqpd.protocol.errors import PRECONDITION_FAILED, RESOURCE_LOCKED, AMQPError, ChannelError
 
 __all__ = [
     "CLASSIC_QUEUE_ARGS",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from broker.model.queue import Entry, Queue
+    from amqpd.broker.model.queue import Entry, Queue
 
 
 class Session(Protocol):

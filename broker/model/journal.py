@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from broker.model.exchange import Exchange
-    from broker.model.queue import Queue
+    from amqpd.broker.model.exchange import Exchange
+    from amqpd.broker.model.queue import Queue
 
 
 class DefinitionsJournal(Protocol):

@@ -7,7 +7,7 @@ from typing import Any
 
 from pamqp import commands
 
-from protocol import fastcodec
+from amqpd.protocol import fastcodec
 
 
 class Message:

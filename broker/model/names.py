@@ -12,7 +12,7 @@ import base64
 import secrets
 from typing import Final
 
-from protocol.errors import (
+from amqpd.protocol.errors import (
     ACCESS_REFUSED,
     FRAME_ERROR,
     PRECONDITION_FAILED,

@@ -9,10 +9,10 @@ from collections.abc import Callable, Collection, Mapping
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from broker.model.exchange import Exchange
-    from broker.model.message import Message
-    from broker.model.queue import Queue
-    from storage import GroupCommitter
+    from amqpd.broker.model.exchange import Exchange
+    from amqpd.broker.model.message import Message
+    from amqpd.broker.model.queue import Queue
+    from amqpd.storage import GroupCommitter
 
 
 class Router(Protocol):

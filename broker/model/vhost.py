@@ -11,7 +11,7 @@ import itertools
 from collections.abc import Callable, Collection, Hashable
 from typing import TYPE_CHECKING, Any
 
-from broker.model.arguments import (
+from amqpd.broker.model.arguments import (
     ExchangeShape,
     QueueShape,
     check_exchange_equivalence,
@@ -19,18 +19,18 @@ from broker.model.arguments import (
     validate_exchange_arguments,
     validate_queue_arguments,
 )
-from broker.model.exchange import EXCHANGE_TYPES, Exchange, unknown_type_text
-from broker.model.journal import NO_JOURNAL, DefinitionsJournal
-from broker.model.message import Message
-from broker.model.names import (
+from amqpd.broker.model.exchange import EXCHANGE_TYPES, Exchange, unknown_type_text
+from amqpd.broker.model.journal import NO_JOURNAL, DefinitionsJournal
+from amqpd.broker.model.message import Message
+from amqpd.broker.model.names import (
     check_not_default_exchange,
     check_reserved_prefix,
     generate_queue_name,
     normalize_name,
     validate_name,
 )
-from broker.model.queue import Queue
-from protocol.errors import (
+from amqpd.broker.model.queue import Queue
+from amqpd.protocol.errors import (
     ACCESS_REFUSED,
     COMMAND_INVALID,
     PRECONDITION_FAILED,
@@ -50,9 +50,9 @@ DEFAULT_EXCHANGES = (
 )
 
 if TYPE_CHECKING:
-    from broker.model.consumer import Session
-    from broker.model.routing import DeadLetterer
-    from storage import GroupCommitter
+    from amqpd.broker.model.consumer import Session
+    from amqpd.broker.model.routing import DeadLetterer
+    from amqpd.storage import GroupCommitter
 
 _NO_QUEUES: tuple[Queue, ...] = ()
 

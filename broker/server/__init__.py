@@ -9,14 +9,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from broker.server.server import Server
+    from amqpd.broker.server.server import Server
 
 __all__ = ["Server"]
 
 
 def __getattr__(name: str) -> Any:
     if name == "Server":
-        from broker.server.server import Server
+        from amqpd.broker.server.server import Server
 
         return Server
     raise AttributeError(f"module 'broker.server' has no attribute {name!r}")

@@ -12,9 +12,9 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 
-from broker.server.config import Config
-from broker.server.settings import ConfigError, check_url_for, package_version, parse_invocation
-from broker.server.tls import TLSSettingsError
+from amqpd.broker.server.config import Config
+from amqpd.broker.server.settings import ConfigError, check_url_for, package_version, parse_invocation
+from amqpd.broker.server.tls import TLSSettingsError
 
 log = logging.getLogger("amqpd")
 
@@ -47,7 +47,7 @@ def configure_logging(level: str) -> None:
 
 async def serve(config: Config) -> None:
     """Start the server and keep it running until a signal has led to a completed shutdown."""
-    from broker.server.server import Server  # imported here so --help, --version and --check stay light
+    from amqpd.broker.server.server import Server  # imported here so --help, --version and --check stay light
 
     server = Server(config)
     loop = asyncio.get_running_loop()
@@ -95,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"amqpd {package_version()}")
             return 0
         if invocation.check_url is not None:
-            from broker.server.healthcheck import check
+            from amqpd.broker.server.healthcheck import check
 
             ok, message = check(invocation.check_url or check_url_for(config), invocation.check_timeout)
             print(message, file=sys.stdout if ok else sys.stderr)
@@ -122,8 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except ValueError as exc:
         # A definitions file that cannot be loaded, or an impossible user/vhost setting: say which and stop.
-        from broker.access.users import AccessConfigError
-        from broker.server.definitions import DefinitionsError
+        from amqpd.broker.access.users import AccessConfigError
+        from amqpd.broker.server.definitions import DefinitionsError
 
         if not isinstance(exc, (DefinitionsError, AccessConfigError)):
             log.critical("amqpd stopped by an unexpected error", exc_info=True)

@@ -15,15 +15,15 @@ import logging
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from broker.access.passwords import MD5, SHA256
-from broker.access.users import AccessConfigError
-from broker.durability.journal import is_stored_queue
-from broker.model.exchange import Exchange
-from broker.model.queue import Queue
-from protocol.errors import AMQPError
+from amqpd.broker.access.passwords import MD5, SHA256
+from amqpd.broker.access.users import AccessConfigError
+from amqpd.broker.durability.journal import is_stored_queue
+from amqpd.broker.model.exchange import Exchange
+from amqpd.broker.model.queue import Queue
+from amqpd.protocol.errors import AMQPError
 
 if TYPE_CHECKING:
-    from broker.server.server import Server
+    from amqpd.broker.server.server import Server
 
 log = logging.getLogger("amqpd.definitions")
 

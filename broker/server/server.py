@@ -13,19 +13,19 @@ import sys
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from broker.access.control import AccessControl
-from broker.access.users import AccessConfigError, User
-from broker.durability.journal import StoreJournal
-from broker.durability.recovery import recover, stored_vhosts
-from broker.durability.settings import StoreSettingsJournal
-from broker.features.deadletter import dead_letter
-from broker.model.journal import NO_JOURNAL
-from broker.model.vhost import VHost
-from broker.server.config import Config
-from broker.server.tls import check_settings, server_context
-from broker.session.connection import BrokerConnection
-from protocol.errors import CONNECTION_FORCED
-from storage import GroupCommitter, Store, VHostDelete, VHostRecord, open_store
+from amqpd.broker.access.control import AccessControl
+from amqpd.broker.access.users import AccessConfigError, User
+from amqpd.broker.durability.journal import StoreJournal
+from amqpd.broker.durability.recovery import recover, stored_vhosts
+from amqpd.broker.durability.settings import StoreSettingsJournal
+from amqpd.broker.features.deadletter import dead_letter
+from amqpd.broker.model.journal import NO_JOURNAL
+from amqpd.broker.model.vhost import VHost
+from amqpd.broker.server.config import Config
+from amqpd.broker.server.tls import check_settings, server_context
+from amqpd.broker.session.connection import BrokerConnection
+from amqpd.protocol.errors import CONNECTION_FORCED
+from amqpd.storage import GroupCommitter, Store, VHostDelete, VHostRecord, open_store
 
 log = logging.getLogger("amqpd")
 
@@ -279,7 +279,7 @@ class Server:
         cfg = self.config
         assert self._loop is not None
         if cfg.definitions:
-            from broker.server.definitions import load_definitions_file
+            from amqpd.broker.server.definitions import load_definitions_file
 
             load_definitions_file(self, cfg.definitions)
         listening: list[str] = []

@@ -18,8 +18,8 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any, NoReturn
 from urllib.parse import quote, urlsplit
 
-from broker.server.config import CERT_LOGIN_FROM, PORT_OFF, TLS_VERIFY_MODES, Config
-from broker.server.tls import TLSSettingsError, check_settings
+from amqpd.broker.server.config import CERT_LOGIN_FROM, PORT_OFF, TLS_VERIFY_MODES, Config
+from amqpd.broker.server.tls import TLSSettingsError, check_settings
 
 ENV_PREFIX = "AMQPD_"
 LOOP_KINDS = ("auto", "uvloop", "asyncio")

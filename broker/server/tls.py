@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import ssl
 
-from broker.server.config import Config
+from amqpd.broker.server.config import Config
 
 log = logging.getLogger("amqpd.tls")
 

@@ -13,21 +13,21 @@ from typing import TYPE_CHECKING, Any
 from pamqp import commands
 from pamqp.base import Frame
 
-from broker.access.grants import CONFIGURE, EXCHANGE, QUEUE, READ, WRITE, Grants
-from broker.durability.messages import store_message
-from broker.features import reply_to
-from broker.features.publish_extras import EXTRA_FLAGS, route_extras
-from broker.model.arguments import validate_consume_arguments, validate_expiration
-from broker.model.exchange import EXCHANGE_TYPES
-from broker.model.message import Message
-from broker.model.names import default_exchange_refused, generate_queue_name, normalize_name
-from broker.model.queue import Entry, Queue
-from broker.session import consumer_timeout
-from broker.session.confirms import Confirms
-from broker.session.consumer import ChannelConsumer, new_consumer_tag
-from broker.session.unacked import Unacked
-from protocol import fastcodec
-from protocol.errors import (
+from amqpd.broker.access.grants import CONFIGURE, EXCHANGE, QUEUE, READ, WRITE, Grants
+from amqpd.broker.durability.messages import store_message
+from amqpd.broker.features import reply_to
+from amqpd.broker.features.publish_extras import EXTRA_FLAGS, route_extras
+from amqpd.broker.model.arguments import validate_consume_arguments, validate_expiration
+from amqpd.broker.model.exchange import EXCHANGE_TYPES
+from amqpd.broker.model.message import Message
+from amqpd.broker.model.names import default_exchange_refused, generate_queue_name, normalize_name
+from amqpd.broker.model.queue import Entry, Queue
+from amqpd.broker.session import consumer_timeout
+from amqpd.broker.session.confirms import Confirms
+from amqpd.broker.session.consumer import ChannelConsumer, new_consumer_tag
+from amqpd.broker.session.unacked import Unacked
+from amqpd.protocol import fastcodec
+from amqpd.protocol.errors import (
     ACCESS_REFUSED,
     NOT_ALLOWED,
     NOT_FOUND,
@@ -39,8 +39,8 @@ from protocol.errors import (
 )
 
 if TYPE_CHECKING:
-    from broker.model.vhost import VHost
-    from broker.session.connection import BrokerConnection
+    from amqpd.broker.model.vhost import VHost
+    from amqpd.broker.session.connection import BrokerConnection
 
 
 class _DeclareOk(commands.Queue.DeclareOk):

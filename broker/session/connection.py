@@ -17,18 +17,18 @@ from typing import TYPE_CHECKING, Any, cast
 
 from pamqp.base import Frame
 
-from broker.model.queue import Queue
-from broker.session.channel import Channel
-from broker.session.flow import STORE_BEHIND, FlowControl
-from broker.session.peer_cert import username_from_cert
-from protocol.connection import CLOSING, RUNNING, WITH_EXTERNAL, AMQPConnection
-from protocol.errors import NOT_ALLOWED, ConnectionError_
-from protocol.framing import ProtocolHeaderMismatch
+from amqpd.broker.model.queue import Queue
+from amqpd.broker.session.channel import Channel
+from amqpd.broker.session.flow import STORE_BEHIND, FlowControl
+from amqpd.broker.session.peer_cert import username_from_cert
+from amqpd.protocol.connection import CLOSING, RUNNING, WITH_EXTERNAL, AMQPConnection
+from amqpd.protocol.errors import NOT_ALLOWED, ConnectionError_
+from amqpd.protocol.framing import ProtocolHeaderMismatch
 
 if TYPE_CHECKING:
-    from broker.access.users import User
-    from broker.model.vhost import VHost
-    from broker.session.host import SessionHost
+    from amqpd.broker.access.users import User
+    from amqpd.broker.model.vhost import VHost
+    from amqpd.broker.session.host import SessionHost
 
 log = logging.getLogger("amqpd.connection")
 

@@ -6,11 +6,11 @@ import base64
 import os
 from typing import TYPE_CHECKING, Any
 
-from protocol import fastcodec
+from amqpd.protocol import fastcodec
 
 if TYPE_CHECKING:
-    from broker.model.queue import Entry, Queue
-    from broker.session.channel import Channel
+    from amqpd.broker.model.queue import Entry, Queue
+    from amqpd.broker.session.channel import Channel
 
 
 def new_consumer_tag() -> str:

@@ -23,16 +23,16 @@ import weakref
 from operator import itemgetter
 from typing import TYPE_CHECKING
 
-from protocol.connection import RUNNING
-from protocol.errors import PRECONDITION_FAILED, ChannelError
+from amqpd.protocol.connection import RUNNING
+from amqpd.protocol.errors import PRECONDITION_FAILED, ChannelError
 
 if TYPE_CHECKING:
     import asyncio
 
-    from broker.model.queue import Entry
-    from broker.session.channel import Channel
-    from broker.session.consumer import ChannelConsumer
-    from broker.session.host import SessionHost
+    from amqpd.broker.model.queue import Entry
+    from amqpd.broker.session.channel import Channel
+    from amqpd.broker.session.consumer import ChannelConsumer
+    from amqpd.broker.session.host import SessionHost
 
 log = logging.getLogger("amqpd.consumer_timeout")
 

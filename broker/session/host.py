@@ -9,10 +9,10 @@ import asyncio
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from broker.access.control import AccessControl
-    from broker.access.users import User
-    from broker.model.vhost import VHost
-    from broker.session.connection import BrokerConnection
+    from amqpd.broker.access.control import AccessControl
+    from amqpd.broker.access.users import User
+    from amqpd.broker.model.vhost import VHost
+    from amqpd.broker.session.connection import BrokerConnection
 
 
 class SessionSettings(Protocol):

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable
 
-from broker.model.queue import Entry
-from protocol.errors import PRECONDITION_FAILED, ChannelError
+from amqpd.broker.model.queue import Entry
+from amqpd.protocol.errors import PRECONDITION_FAILED, ChannelError
 
 
 class Unacked:

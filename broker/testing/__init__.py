@@ -11,14 +11,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from broker.testing.embedded import BrokerThread, EmbeddedBroker, QueueInfo
+    from amqpd.broker.testing.embedded import BrokerThread, EmbeddedBroker, QueueInfo
 
 __all__ = ["BrokerThread", "EmbeddedBroker", "QueueInfo"]
 
 
 def __getattr__(name: str) -> Any:
     if name in __all__:
-        from broker.testing import embedded
+        from amqpd.broker.testing import embedded
 
         return getattr(embedded, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

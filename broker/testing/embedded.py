@@ -19,12 +19,12 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
-from broker.server.config import Config
+from amqpd.broker.server.config import Config
 
 if TYPE_CHECKING:
     from types import TracebackType
 
-    from broker.server.server import Server
+    from amqpd.broker.server.server import Server
 
 T = TypeVar("T")
 
@@ -211,7 +211,7 @@ class EmbeddedBroker(_Broker):
         self._thread_id: int | None = None
 
     async def start(self) -> EmbeddedBroker:
-        from broker.server.server import Server
+        from amqpd.broker.server.server import Server
 
         if self._server is not None:
             raise RuntimeError("the broker is already running")
@@ -283,7 +283,7 @@ class BrokerThread(_Broker):
         self._thread: threading.Thread | None = None
 
     def start(self, timeout: float = 10.0) -> BrokerThread:
-        from broker.server.cli import choose_loop
+        from amqpd.broker.server.cli import choose_loop
 
         if self._thread is not None:
             raise RuntimeError("a BrokerThread starts once")
@@ -310,7 +310,7 @@ class BrokerThread(_Broker):
             self._ready.set()
 
     async def _serve(self) -> None:
-        from broker.server.server import Server
+        from amqpd.broker.server.server import Server
 
         server = Server(self.config)
         await server.start()

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 import pytest
 
 if TYPE_CHECKING:
-    from broker.testing.embedded import BrokerThread
+    from amqpd.broker.testing.embedded import BrokerThread
 
 ScopeName = Literal["session", "package", "module", "class", "function"]
 SCOPES: tuple[ScopeName, ...] = ("function", "class", "module", "package", "session")
@@ -98,7 +98,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 def _run_broker(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, settings: dict[str, Any]
 ) -> Iterator[BrokerThread]:
-    from broker.testing.embedded import BrokerThread
+    from amqpd.broker.testing.embedded import BrokerThread
 
     config = request.config
     store = option(config, "store")

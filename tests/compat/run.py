@@ -328,7 +328,7 @@ class Amqpd:
             [
                 sys.executable,
                 "-m",
-                "broker",
+                "amqpd",
                 "--host",
                 "127.0.0.1",
                 "--port",

@@ -14,10 +14,10 @@ from typing import Any
 
 from pamqp import commands
 
-from broker.model.clock import ManualClock
-from broker.model.message import Message
-from broker.model.queue import Entry, Queue
-from protocol import fastcodec
+from amqpd.broker.model.clock import ManualClock
+from amqpd.broker.model.message import Message
+from amqpd.broker.model.queue import Entry, Queue
+from amqpd.protocol import fastcodec
 
 Delivery = tuple[str, bytes, bool]  # (consumer tag, body, redelivered)
 

@@ -36,7 +36,7 @@ class AmqpdProcess:
 
     def __enter__(self) -> AmqpdProcess:
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "broker", *self.args],
+            [sys.executable, "-m", "amqpd", *self.args],
             cwd=REPO_ROOT,
             env=self.env,
             stdin=subprocess.DEVNULL,

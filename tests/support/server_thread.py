@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from tests.support.loops import DEFAULT_LOOP_KIND, LOOP_FACTORIES
 
 if TYPE_CHECKING:
-    from broker.server.config import Config
-    from broker.server.server import Server
+    from amqpd.broker.server.config import Config
+    from amqpd.broker.server.server import Server
 
 T = TypeVar("T")
 
@@ -55,7 +55,9 @@ class ServerThread:
             self._ready.set()
 
     async def _serve(self) -> None:
-        from broker.server.server import Server  # lazily: tests that need no broker must not depend on it importing
+        from amqpd.broker.server.server import (
+            Server,  # lazily: tests that need no broker must not depend on it importing
+        )
 
         server = Server(self.config)
         await server.start()

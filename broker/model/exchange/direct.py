@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Mapping
 
-from broker.model.exchange.base import BindingId, Exchange, _decr, _incr
+from amqpd.broker.model.exchange.base import BindingId, Exchange, _decr, _incr
 
 
 class DirectExchange(Exchange):

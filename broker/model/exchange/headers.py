@@ -36,8 +36,8 @@ from collections.abc import Hashable, Mapping
 from decimal import Decimal
 from typing import Final
 
-from broker.model.exchange.base import BindingId, Exchange
-from protocol.errors import PRECONDITION_FAILED, ChannelError
+from amqpd.broker.model.exchange.base import BindingId, Exchange
+from amqpd.protocol.errors import PRECONDITION_FAILED, ChannelError
 
 X_MATCH: Final = "x-match"
 X_MATCH_MODES: Final = frozenset({"all", "any", "all-with-x", "any-with-x"})

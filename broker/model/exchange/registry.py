@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Final
 
-from broker.model.exchange.base import Exchange
-from broker.model.exchange.direct import DirectExchange
-from broker.model.exchange.fanout import FanoutExchange
-from broker.model.exchange.headers import HeadersExchange
-from broker.model.exchange.topic import TopicExchange
+from amqpd.broker.model.exchange.base import Exchange
+from amqpd.broker.model.exchange.direct import DirectExchange
+from amqpd.broker.model.exchange.fanout import FanoutExchange
+from amqpd.broker.model.exchange.headers import HeadersExchange
+from amqpd.broker.model.exchange.topic import TopicExchange
 
 EXCHANGE_TYPES: dict[str, type[Exchange]] = {
     cls.type_name: cls for cls in (DirectExchange, FanoutExchange, TopicExchange, HeadersExchange)

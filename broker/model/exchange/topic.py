@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Mapping
 
-from broker.model.exchange.base import BindingId, Exchange
+from amqpd.broker.model.exchange.base import BindingId, Exchange
 
 
 class _Node:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from broker.model.consumer import Consumer
-    from broker.model.message import Message
-    from broker.model.queue.queue import Queue
+    from amqpd.broker.model.consumer import Consumer
+    from amqpd.broker.model.message import Message
+    from amqpd.broker.model.queue.queue import Queue
 
 
 class Entry:

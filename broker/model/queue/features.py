@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from broker.model.message import Message
-from protocol import fastcodec
+from amqpd.broker.model.message import Message
+from amqpd.protocol import fastcodec
 
 DROP_HEAD: Final = "drop-head"
 REJECT_PUBLISH: Final = "reject-publish"

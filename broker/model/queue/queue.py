@@ -18,10 +18,10 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Final, Protocol
 
-from broker.model.clock import LOOP_CLOCK, Clock, TimerHandle
-from broker.model.message import with_headers
-from broker.model.queue.entry import Entry
-from broker.model.queue.features import (
+from amqpd.broker.model.clock import LOOP_CLOCK, Clock, TimerHandle
+from amqpd.broker.model.message import with_headers
+from amqpd.broker.model.queue.entry import Entry
+from amqpd.broker.model.queue.features import (
     DELIVERY_LIMIT,
     DROP_HEAD,
     EXPIRED,
@@ -30,14 +30,14 @@ from broker.model.queue.features import (
     REJECT_PUBLISH_DLX,
     QueueFeatures,
 )
-from broker.model.queue.ready import FifoReady, PriorityReady, ReadyStore
-from broker.model.queue.ring import PriorityRing
-from protocol import fastcodec
+from amqpd.broker.model.queue.ready import FifoReady, PriorityReady, ReadyStore
+from amqpd.broker.model.queue.ring import PriorityRing
+from amqpd.protocol import fastcodec
 
 if TYPE_CHECKING:
-    from broker.model.consumer import Consumer, Session
-    from broker.model.message import Message
-    from storage import GroupCommitter
+    from amqpd.broker.model.consumer import Consumer, Session
+    from amqpd.broker.model.message import Message
+    from amqpd.storage import GroupCommitter
 
 # Publisher flow control: a queue with consumers and more than ``flow_high`` ready messages stops reading from the
 # connections publishing into it until it is back at ``flow_low`` (the session sets both from the settings).

@@ -10,7 +10,7 @@ from collections import deque
 from collections.abc import Iterator
 from typing import Protocol
 
-from broker.model.queue.entry import Entry
+from amqpd.broker.model.queue.entry import Entry
 
 
 class ReadyStore(Protocol):

@@ -6,7 +6,7 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from broker.model.consumer import Consumer
+    from amqpd.broker.model.consumer import Consumer
 
 
 class PriorityRing:
