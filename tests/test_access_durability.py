@@ -24,6 +24,7 @@ from amqpd.broker.access.passwords import SHA512, hash_password
 from amqpd.broker.server.config import Config
 from amqpd.broker.server.definitions import export_definitions
 from amqpd.broker.server.server import Server
+from amqpd.storage import SettingRecord
 from tests.conftest import external_url
 from tests.support.server_thread import ServerThread
 
@@ -234,6 +235,24 @@ def test_the_default_user_is_seeded_once_and_later_defaults_do_not_apply(
         # No user left is not a fresh store: the defaults are not seeded again (RabbitMQ seeds a first start only).
         assert on_server(fourth, lambda s: sorted(s.access.users)) == []
         assert not can_log_in(fourth, "guest", "guest")
+
+
+def test_an_unusable_stored_user_is_skipped_with_an_error_and_the_rest_still_loads(
+    store_settings: dict[str, Any], loop_kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with running(loop_kind, **store_settings) as first:
+
+        def store_a_broken_user(server: Server) -> None:
+            assert server.committer is not None
+            # As a hand edit or a newer version could leave it: an algorithm this version does not know.
+            value = {"password_hash": "", "hashing_algorithm": "sha256", "tags": [], "limits": {}}
+            server.committer.add_definition(SettingRecord("", "user", "mallory", value))
+
+        on_server(first, store_a_broken_user)
+    with caplog.at_level("ERROR", logger="amqpd"), running(loop_kind, **store_settings) as second:
+        assert can_log_in(second, "guest", "guest")
+        assert "mallory" not in on_server(second, lambda s: list(s.access.users))
+    assert "stored user 'mallory' (vhost '') is unusable and was skipped" in caplog.text
 
 
 # ------------------------------------------------------------------------------ a definitions file on a fresh store

@@ -218,7 +218,10 @@ class Server:
                 # Data from before vhost records: record the vhost now, or it would vanish with its last queue.
                 self.committer.add_definition(VHostRecord(name, {}))
         for (vhost, kind, name), setting in snapshot.settings.items():
-            self.access.restore(vhost, kind, name, dict(setting.value))
+            try:
+                self.access.restore(vhost, kind, name, dict(setting.value))
+            except ValueError as exc:  # a record written by hand or by a future version: the rest still loads
+                log.error("stored %s '%s' (vhost '%s') is unusable and was skipped: %s", kind, name, vhost, exc)
         self.access.journal = StoreSettingsJournal(self.committer)
         if INITIALIZED not in snapshot.settings:
             # RabbitMQ seeds the default user and vhost on a node's first start only (not again once every user
