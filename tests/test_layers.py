@@ -67,25 +67,23 @@ def module_name(path: Path) -> str:
     return ".".join(parts)
 
 
-def imports_of(path: Path) -> list[str]:
+def all_imports(path: Path) -> list[str]:
     out: list[str] = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             out += [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             out.append(node.module)
+    return out
+
+
+def imports_of(path: Path) -> list[str]:
     # The project is imported under its one installed name, amqpd (amqpd.broker.model -> layer broker.model).
-    return [name.removeprefix("amqpd.") for name in out if name.startswith("amqpd.")]
+    return [name.removeprefix("amqpd.") for name in all_imports(path) if name.startswith("amqpd.")]
 
 
 def bare_imports_of(path: Path) -> list[str]:
-    out: list[str] = []
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
-            out += [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            out.append(node.module)
-    return [name for name in out if name.split(".")[0] in (*PROJECT, "benchmarks")]
+    return [name for name in all_imports(path) if name.split(".")[0] in (*PROJECT, "benchmarks")]
 
 
 def project_files() -> list[Path]:

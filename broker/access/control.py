@@ -129,22 +129,19 @@ class AccessControl:
             dict(limits) if limits is not None else (dict(old.limits) if old is not None else {}),
         )
         self.users[name] = user
-        self._changed()
-        self.journal.put("", USER, name, user_value(user))
+        self._user_changed(user)
         return user
 
     def change_password(self, name: str, password: str | None) -> User:
         user = self.require_user(name)
         user.password_hash = hash_password(password, user.hashing_algorithm) if password is not None else ""
-        self._changed()
-        self.journal.put("", USER, name, user_value(user))
+        self._user_changed(user)
         return user
 
     def set_user_tags(self, name: str, tags: object) -> User:
         user = self.require_user(name)
         user.tags = parse_tags(tags)
-        self._changed()
-        self.journal.put("", USER, name, user_value(user))
+        self._user_changed(user)
         return user
 
     def set_user_limits(self, name: str, limits: dict[str, Any]) -> User:
@@ -152,16 +149,21 @@ class AccessControl:
         merged = dict(user.limits)
         merged.update(limits)
         user.limits = User(name, limits=merged).limits  # validated
-        self._changed()
-        self.journal.put("", USER, name, user_value(user))
+        self._user_changed(user)
         return user
 
     def clear_user_limit(self, name: str, limit: str) -> User:
         user = self.require_user(name)
-        user.limits.pop(limit, None) if limit != "all" else user.limits.clear()
-        self._changed()
-        self.journal.put("", USER, name, user_value(user))
+        if limit == "all":
+            user.limits.clear()
+        else:
+            user.limits.pop(limit, None)
+        self._user_changed(user)
         return user
+
+    def _user_changed(self, user: User) -> None:
+        self._changed()
+        self.journal.put("", USER, user.name, user_value(user))
 
     def delete_user(self, name: str) -> bool:
         """Remove the user with all its permissions; False when there is no such user."""
