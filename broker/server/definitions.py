@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from amqpd.broker.access.passwords import MD5, SHA256
@@ -28,6 +28,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("amqpd.definitions")
 
 FORMAT_VERSION = "3.10.8"  # the RabbitMQ release whose format we write (importers read the hash default from it)
+
+
+# Resolves an object's vhost (the per-vhost import's, or its 'vhost' key) and checks it exists; the argument
+# after the item names the object for the error message.
+VHostOf = Callable[[dict[str, Any], str], str]
 
 
 class DefinitionsError(ValueError):
@@ -175,7 +180,7 @@ def import_definitions(server: Server, data: dict[str, Any], only_vhost: str | N
     return counts
 
 
-def _import_exchange(server: Server, item: dict[str, Any], vhost_of: Any) -> None:
+def _import_exchange(server: Server, item: dict[str, Any], vhost_of: VHostOf) -> None:
     name = _text(item, "name", "exchange")
     what = f"exchange '{name}'"
     vhost = server.vhosts[vhost_of(item, what)]
@@ -194,7 +199,7 @@ def _import_exchange(server: Server, item: dict[str, Any], vhost_of: Any) -> Non
         raise DefinitionsError(f"{what} in vhost '{vhost.name}': {exc.detail}") from exc
 
 
-def _import_queue(server: Server, item: dict[str, Any], vhost_of: Any) -> None:
+def _import_queue(server: Server, item: dict[str, Any], vhost_of: VHostOf) -> None:
     name = _text(item, "name", "queue")
     what = f"queue '{name}'"
     vhost = server.vhosts[vhost_of(item, what)]
@@ -212,7 +217,7 @@ def _import_queue(server: Server, item: dict[str, Any], vhost_of: Any) -> None:
         raise DefinitionsError(f"{what} in vhost '{vhost.name}': {exc.detail}") from exc
 
 
-def _import_binding(server: Server, item: dict[str, Any], vhost_of: Any) -> None:
+def _import_binding(server: Server, item: dict[str, Any], vhost_of: VHostOf) -> None:
     source = _text(item, "source", "binding")
     destination = _text(item, "destination", "binding")
     what = f"binding of '{destination}' to '{source}'"
@@ -233,7 +238,7 @@ def _import_binding(server: Server, item: dict[str, Any], vhost_of: Any) -> None
         raise DefinitionsError(f"{what} in vhost '{vhost.name}': {exc.detail}") from exc
 
 
-def _import_parameters(server: Server, data: dict[str, Any], vhost_of: Any) -> list[str]:
+def _import_parameters(server: Server, data: dict[str, Any], vhost_of: VHostOf) -> list[str]:
     unsupported: list[str] = []
     for item in _items(data, "parameters"):
         component = _text(item, "component", "parameter")
